@@ -1,0 +1,186 @@
+"""Devices: where a member's notifications go; each platform's address is validated."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import RowMapping
+
+from chinwag.chat.errors import InvalidInput, NotFound
+from chinwag.chat.models import Device, User
+from chinwag.push.endpoints import check_endpoint
+from chinwag.push.model import Platform
+from chinwag.store.database import Database
+from chinwag.store.schema import devices
+
+APNS_TOKEN = re.compile(r"^[0-9a-f]{64,200}$")
+FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-.]{16,4096}$")
+APP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_URL_LENGTH = 2048
+
+
+def device_from_row(row: RowMapping) -> Device:
+    return Device(
+        id=row["id"],
+        user_id=row["user_id"],
+        platform=row["platform"],
+        app=row["app"],
+        token=row["token"],
+        active=bool(row["active"]),
+        created_at=row["created_at"],
+    )
+
+
+def normalize_token(
+    platform: str, token: str | Mapping[str, Any], allow_private: Sequence[str] = ()
+) -> str:
+    """Return the canonical text form of a device address, or raise InvalidInput."""
+    try:
+        kind = Platform(platform)
+    except ValueError:
+        choices = ", ".join(p.value for p in Platform)
+        raise InvalidInput(f"platform must be one of: {choices}", field="platform") from None
+    if kind is Platform.WEBPUSH:
+        return _webpush_subscription(token, allow_private)
+    if not isinstance(token, str):
+        raise InvalidInput(f"a {kind} token must be a string", field="token")
+    if kind is Platform.APNS:
+        hex_token = token.strip().lower()
+        if not APNS_TOKEN.fullmatch(hex_token):
+            raise InvalidInput("an APNs token is 64 or more hexadecimal digits", field="token")
+        return hex_token
+    if kind is Platform.FCM:
+        if not FCM_TOKEN.fullmatch(token.strip()):
+            raise InvalidInput("this is not an FCM registration token", field="token")
+        return token.strip()
+    if kind is Platform.EMAIL:
+        try:
+            return validate_email(token.strip(), check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise InvalidInput(f"invalid email address: {exc}", field="token") from None
+    return _https_url(token.strip(), allow_private, field="token")
+
+
+def register_device(
+    db: Database,
+    user: User,
+    platform: str,
+    token: str | Mapping[str, Any],
+    app: str = "default",
+    allow_private: Sequence[str] = (),
+) -> Device:
+    """Register (or re-register) a device. The same address again gives back the same device.
+
+    An address registered by someone else moves to this user: a phone that changed hands must
+    notify its new owner, never its old one.
+    """
+    if not APP_NAME.fullmatch(app):
+        raise InvalidInput("app must be 1-64 characters: letters, digits, _ . -", field="app")
+    canonical = normalize_token(platform, token, allow_private)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    now = time.time()
+    key = (devices.c.platform == platform) & (devices.c.app == app)
+    key &= devices.c.token_hash == digest
+    with db.write() as conn:
+        existing = conn.execute(sa.select(devices.c.id).where(key)).first()
+        if existing:
+            conn.execute(
+                devices.update()
+                .where(devices.c.id == existing.id)
+                .values(user_id=user.id, active=True, deactivated_reason=None, updated_at=now)
+            )
+            device_id = existing.id
+        else:
+            device_id = conn.execute(
+                devices.insert()
+                .returning(devices.c.id)
+                .values(
+                    user_id=user.id,
+                    platform=platform,
+                    app=app,
+                    token=canonical,
+                    token_hash=digest,
+                    active=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).scalar_one()
+        row = conn.execute(sa.select(devices).where(devices.c.id == device_id)).mappings().one()
+    return device_from_row(row)
+
+
+def list_devices(db: Database, user: User) -> list[Device]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(devices)
+            .where(devices.c.user_id == user.id, devices.c.active.is_(True))
+            .order_by(devices.c.id)
+        ).mappings()
+        return [device_from_row(row) for row in rows]
+
+
+def delete_device(db: Database, user: User, device_id: int) -> None:
+    """Deactivate rather than delete: delivery records keep pointing at the device."""
+    with db.write() as conn:
+        updated = conn.execute(
+            devices.update()
+            .where(
+                devices.c.id == device_id,
+                devices.c.user_id == user.id,
+                devices.c.active.is_(True),
+            )
+            .values(active=False, deactivated_reason="deleted by owner", updated_at=time.time())
+        ).rowcount
+    if not updated:
+        raise NotFound(f"no device {device_id}")
+
+
+def _https_url(url: str, allow_private: Sequence[str], *, field: str) -> str:
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidInput(f"URL longer than {MAX_URL_LENGTH} characters", field=field)
+    problem = check_endpoint(url, allow_private, resolve=False)
+    if problem:
+        raise InvalidInput(problem, field=field)
+    return url
+
+
+def _webpush_subscription(token: str | Mapping[str, Any], allow_private: Sequence[str]) -> str:
+    subscription: Any = token
+    if isinstance(token, str):
+        try:
+            subscription = json.loads(token)
+        except ValueError:
+            raise InvalidInput("a webpush token is a subscription object", field="token") from None
+    if not isinstance(subscription, Mapping):
+        raise InvalidInput("a webpush token is a subscription object", field="token")
+    endpoint = subscription.get("endpoint")
+    keys = subscription.get("keys")
+    if not isinstance(endpoint, str) or not isinstance(keys, Mapping):
+        raise InvalidInput("a subscription needs endpoint and keys", field="token")
+    endpoint = _https_url(endpoint, allow_private, field="token.endpoint")
+    p256dh = _b64url(keys.get("p256dh"), "token.keys.p256dh")
+    auth = _b64url(keys.get("auth"), "token.keys.auth")
+    if len(p256dh) != 65 or p256dh[0] != 4:
+        raise InvalidInput("p256dh must be an uncompressed P-256 point", field="token.keys.p256dh")
+    if len(auth) != 16:
+        raise InvalidInput("auth must be 16 bytes", field="token.keys.auth")
+    canonical = {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
+    return json.dumps(canonical, separators=(",", ":"), sort_keys=True)
+
+
+def _b64url(value: object, field: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("must be a base64url string", field=field)
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidInput("must be a base64url string", field=field) from None

@@ -1,0 +1,68 @@
+"""Plain records the domain hands to the web layer (and the fan-out engine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    display_name: str
+    is_admin: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: int
+    user_id: int
+    platform: str
+    app: str
+    token: str
+    active: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    username: str
+    display_name: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: int
+    title: str
+    created_by: int
+    created_at: float
+    members: tuple[Member, ...]
+    muted: bool  # the requesting member's own setting
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    chat_id: int
+    sender_id: int
+    sender_username: str
+    sender_display_name: str
+    body: str
+    client_id: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    message_id: int
+    device_id: int
+    platform: str
+    username: str
+    status: str
+    attempts: int
+    last_error: str | None
+    updated_at: float
+    delivered_at: float | None

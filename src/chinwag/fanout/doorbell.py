@@ -1,0 +1,106 @@
+"""The doorbell: a Huey queue that only wakes workers. The database stays the truth.
+
+The web process enqueues one tiny task per stored message, after commit, best effort. A worker
+runs a thread that takes tasks off the queue and wakes its fan-out loop. If a ring is lost (queue
+flushed, Redis restarted, web process killed between commit and ring) nothing is lost: the
+worker's periodic sweep finds every due outbox and delivery row on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from huey import PostgresHuey, RedisHuey, SqliteHuey
+from huey.api import Huey
+
+log = logging.getLogger("chinwag.doorbell")
+
+QUEUE_NAME = "chinwag-doorbell"
+TASK_NAME = "chinwag.ring"
+SQLITE_POLL_SECONDS = 0.05
+
+
+def make_huey(queue_url: str) -> Huey:
+    """The Huey instance for ``CHINWAG_QUEUE_URL``: sqlite:///file, redis://…, postgresql://…."""
+    options: dict[str, Any] = {"results": False, "store_none": False, "utc": True}
+    if queue_url.startswith("sqlite:///"):
+        path = Path(queue_url.removeprefix("sqlite:///"))
+        return SqliteHuey(QUEUE_NAME, filename=str(path), **options)
+    if queue_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisHuey(QUEUE_NAME, url=queue_url, blocking=True, read_timeout=1, **options)
+    if queue_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        dsn = "postgresql://" + queue_url.split("://", 1)[1]
+        return PostgresHuey(QUEUE_NAME, dsn=dsn, blocking=True, read_timeout=1, **options)
+    raise ValueError(
+        f"CHINWAG_QUEUE_URL must be sqlite:///, redis:// or postgresql://: {queue_url}"
+    )
+
+
+class Doorbell:
+    def __init__(self, queue_url: str) -> None:
+        self.huey = make_huey(queue_url)
+        self._listener: Callable[[int], None] | None = None
+        # Both sides register the same task name; only a worker's listener does anything with it.
+        self._ring_task = self.huey.task(name=TASK_NAME)(self._on_ring)
+
+    def ring(self, message_id: int) -> None:
+        """Enqueue a wake-up. Best effort: failures are logged, never raised to the sender."""
+        try:
+            self._ring_task(message_id)
+        except Exception as exc:
+            log.warning("doorbell not rung for message %s: %s", message_id, exc)
+
+    def _on_ring(self, message_id: int) -> None:
+        if self._listener is not None:
+            self._listener(message_id)
+
+    def listen(self, on_ring: Callable[[int], None], stop: threading.Event) -> threading.Thread:
+        """Take rings off the queue in a daemon thread, calling ``on_ring`` for each."""
+        self._listener = on_ring
+
+        def consume() -> None:
+            blocking = bool(getattr(self.huey.storage, "blocking", False))
+            while not stop.is_set():
+                try:
+                    task = self.huey.dequeue()
+                except Exception as exc:  # queue down: the sweep covers us; try again soon
+                    log.warning("doorbell queue unavailable: %s", exc)
+                    stop.wait(1.0)
+                    continue
+                if task is None:
+                    if not blocking:
+                        stop.wait(SQLITE_POLL_SECONDS)
+                    continue
+                try:
+                    self.huey.execute(task)
+                except Exception:
+                    log.exception("doorbell task failed")
+
+        thread = threading.Thread(target=consume, name="chinwag-doorbell", daemon=True)
+        thread.start()
+        return thread
+
+    def pending(self) -> int:
+        try:
+            return int(self.huey.pending_count())
+        except Exception:
+            return -1
+
+
+def wait_for_queue(queue_url: str, timeout: float = 10.0) -> None:
+    """Fail early with a clear message when the queue cannot be reached at start-up."""
+    deadline = time.monotonic() + timeout
+    huey = make_huey(queue_url)
+    while True:
+        try:
+            huey.pending_count()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"queue {queue_url.split('@')[-1]} unreachable: {exc}") from exc
+            time.sleep(0.2)

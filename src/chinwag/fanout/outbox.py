@@ -1,0 +1,184 @@
+"""Outbox rows → delivery rows: claim a message's fan-out with a lease, expand it in batches.
+
+Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, ordered
+by device id with the last id kept in ``outbox.expanded_through``: a 50,000-device group never
+becomes 50,000 Python objects, and a worker killed mid-way leaves a cursor the next one resumes
+from. ``ON CONFLICT DO NOTHING`` on (message, device) makes a repeated batch harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from chinwag.fanout.policy import recipient_devices
+from chinwag.store.database import Database
+from chinwag.store.schema import deliveries, devices, messages, outbox
+
+
+class LeaseLost(RuntimeError):
+    """Another worker holds the row now (our lease expired); stop touching it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxClaim:
+    outbox_id: int
+    message_id: int
+    chat_id: int
+    sender_id: int
+    expanded_through: int
+
+
+def claim_outbox(
+    db: Database, owner: str, now: float, lease_seconds: float, limit: int
+) -> list[OutboxClaim]:
+    """Take up to ``limit`` due fan-outs that nobody holds (or whose holder's lease ran out)."""
+    due = (
+        (outbox.c.state == "pending")
+        & (outbox.c.due_at <= now)
+        & (outbox.c.lease_until.is_(None) | (outbox.c.lease_until < now))
+    )
+    candidates = sa.select(outbox.c.id).where(due).order_by(outbox.c.id).limit(limit)
+    if db.is_postgres:
+        candidates = candidates.with_for_update(skip_locked=True)
+    with db.write() as conn:
+        claimed = conn.execute(
+            outbox.update()
+            .where(outbox.c.id.in_(candidates.scalar_subquery()))
+            .values(lease_until=now + lease_seconds, lease_owner=owner, updated_at=now)
+            .returning(outbox.c.id, outbox.c.message_id, outbox.c.expanded_through)
+        ).all()
+        if not claimed:
+            return []
+        by_message = {
+            row.id: row
+            for row in conn.execute(
+                sa.select(messages.c.id, messages.c.chat_id, messages.c.sender_id).where(
+                    messages.c.id.in_([c.message_id for c in claimed])
+                )
+            )
+        }
+    return [
+        OutboxClaim(
+            outbox_id=c.id,
+            message_id=c.message_id,
+            chat_id=by_message[c.message_id].chat_id,
+            sender_id=by_message[c.message_id].sender_id,
+            expanded_through=c.expanded_through,
+        )
+        for c in sorted(claimed, key=lambda c: c.id)
+    ]
+
+
+def expand_batch(
+    db: Database,
+    claim: OutboxClaim,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    batch_size: int,
+) -> tuple[OutboxClaim, int, bool]:
+    """Write the next batch of delivery rows; return the advanced claim, rows added, and done."""
+    with db.write() as conn:
+        _extend_lease(conn, claim, owner, now, lease_seconds)
+        batch = (
+            recipient_devices(claim.chat_id, claim.sender_id)
+            .where(devices.c.id > claim.expanded_through)
+            .order_by(devices.c.id)
+            .limit(batch_size)
+            .subquery()
+        )
+        last_id, count = conn.execute(
+            sa.select(sa.func.max(batch.c.device_id), sa.func.count()).select_from(batch)
+        ).one()
+        count = int(count or 0)
+        if count:
+            rows = sa.select(
+                sa.literal(claim.message_id, type_=sa.BigInteger).label("message_id"),
+                batch.c.device_id,
+                batch.c.user_id,
+                batch.c.platform,
+                sa.literal("pending").label("status"),
+                sa.literal(0).label("attempts"),
+                sa.literal(now, type_=sa.Float).label("next_attempt_at"),
+                sa.literal(now, type_=sa.Float).label("created_at"),
+                sa.literal(now, type_=sa.Float).label("updated_at"),
+            ).where(
+                batch.c.device_id > 0
+            )  # a WHERE keeps SQLite's INSERT…SELECT…ON CONFLICT parseable
+            insert = _insert_ignoring_duplicates(db).from_select(
+                [
+                    "message_id",
+                    "device_id",
+                    "user_id",
+                    "platform",
+                    "status",
+                    "attempts",
+                    "next_attempt_at",
+                    "created_at",
+                    "updated_at",
+                ],
+                rows,
+            )
+            conn.execute(insert)
+        done = count < batch_size
+        through = int(last_id) if last_id is not None else claim.expanded_through
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.id == claim.outbox_id)
+            .values(
+                expanded_through=through,
+                state="done" if done else "pending",
+                lease_until=None if done else now + lease_seconds,
+                lease_owner=None if done else owner,
+                updated_at=now,
+            )
+        )
+    advanced = OutboxClaim(
+        claim.outbox_id, claim.message_id, claim.chat_id, claim.sender_id, through
+    )
+    return advanced, count, done
+
+
+def release_outbox(db: Database, claims: list[OutboxClaim], owner: str, now: float) -> None:
+    """Give unfinished fan-outs back at shutdown so another worker resumes them at once."""
+    if not claims:
+        return
+    with db.write() as conn:
+        conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.id.in_([c.outbox_id for c in claims]),
+                outbox.c.lease_owner == owner,
+            )
+            .values(lease_until=None, lease_owner=None, updated_at=now)
+        )
+
+
+def _extend_lease(
+    conn: Connection, claim: OutboxClaim, owner: str, now: float, lease_seconds: float
+) -> None:
+    held = conn.execute(
+        outbox.update()
+        .where(
+            outbox.c.id == claim.outbox_id,
+            outbox.c.lease_owner == owner,
+            outbox.c.state == "pending",
+        )
+        .values(lease_until=now + lease_seconds, updated_at=now)
+    ).rowcount
+    if not held:
+        raise LeaseLost(f"outbox {claim.outbox_id} is no longer ours")
+
+
+def _insert_ignoring_duplicates(db: Database) -> sa.Insert:
+    if db.is_postgres:
+        return postgresql.insert(deliveries).on_conflict_do_nothing(
+            index_elements=["message_id", "device_id"]
+        )
+    return sqlite.insert(deliveries).on_conflict_do_nothing(
+        index_elements=["message_id", "device_id"]
+    )

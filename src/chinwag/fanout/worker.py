@@ -1,0 +1,279 @@
+"""The fan-out worker: expand claimed outbox rows, send claimed deliveries concurrently, record.
+
+One asyncio loop per worker process. Database calls are synchronous SQLAlchemy, so they run on one
+dedicated thread (one writer per process; SQLite wants no more); sends run as asyncio tasks on
+long-lived provider connections, up to ``max_in_flight`` at once. Outcomes are buffered and
+written in batches. Expansion and sending interleave, so the first devices of a huge group are
+notified while later ones are still being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+from chinwag.fanout.deliveries import (
+    ClaimedDelivery,
+    RetryPolicy,
+    claim_deliveries,
+    next_due_at,
+    record_outcomes,
+    release_deliveries,
+)
+from chinwag.fanout.outbox import (
+    LeaseLost,
+    OutboxClaim,
+    claim_outbox,
+    expand_batch,
+    release_outbox,
+)
+from chinwag.push.model import Dispatcher, Outcome, OutcomeKind
+from chinwag.store.database import Database
+
+log = logging.getLogger("chinwag.worker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    lease_seconds: float = 60.0
+    sweep_interval: float = 5.0
+    max_in_flight: int = 1000
+    claim_batch: int = 500
+    expand_batch: int = 1000
+    max_expanding: int = 4
+    flush_every: float = 0.05
+    flush_size: int = 500
+    shutdown_grace: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        sender: Dispatcher,
+        options: WorkerOptions | None = None,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.sender = sender
+        self.options = options or WorkerOptions()
+        self.owner = owner or new_owner_id()
+        self.stats: dict[str, int] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chinwag-db")
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expanding: list[OutboxClaim] = []
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._results: list[tuple[ClaimedDelivery, Outcome | None]] = []
+        self._last_flush = time.monotonic()
+
+    def wake(self, _message_id: int | None = None) -> None:
+        """Thread-safe: called by the doorbell listener when a message was stored."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        log.info("worker %s started", self.owner)
+        try:
+            while not stop.is_set():
+                try:
+                    progressed = await self._step()
+                except LeaseLost as exc:
+                    log.info("%s", exc)
+                    progressed = True
+                except Exception:
+                    # The database may be restarting: wait a little and carry on. Every row we
+                    # held is leased, so nothing is lost if this lasts.
+                    log.exception("fan-out step failed; retrying")
+                    await self._sleep(stop, 1.0)
+                    continue
+                if not progressed:
+                    await self._idle(stop)
+        finally:
+            await self._shutdown()
+
+    async def run_until_idle(self, limit_seconds: float = 60.0) -> None:
+        """Work until nothing is due (tests and benchmarks); raise TimeoutError past timeout."""
+        self._loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + limit_seconds
+        while True:
+            progressed = await self._step()
+            if not progressed and not self._in_flight and not self._results:
+                due = await self._db(next_due_at, self.db, time.time())
+                if due is None or due > time.time() + 0.5:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("fan-out did not finish in time")
+            if not progressed:
+                await asyncio.sleep(0.01)
+
+    async def _step(self) -> bool:
+        now = time.time()
+        progressed = False
+        opts = self.options
+        if len(self._expanding) < opts.max_expanding:
+            claims = await self._db(
+                claim_outbox,
+                self.db,
+                self.owner,
+                now,
+                opts.lease_seconds,
+                opts.max_expanding - len(self._expanding),
+            )
+            self._expanding.extend(claims)
+            progressed |= bool(claims)
+        for claim in list(self._expanding):
+            try:
+                advanced, added, done = await self._db(
+                    expand_batch,
+                    self.db,
+                    claim,
+                    self.owner,
+                    time.time(),
+                    opts.lease_seconds,
+                    opts.expand_batch,
+                )
+            except LeaseLost:
+                self._expanding.remove(claim)
+                raise
+            index = self._expanding.index(claim)
+            if done:
+                del self._expanding[index]
+            else:
+                self._expanding[index] = advanced
+            progressed = True
+            self._count("expanded", added)
+        free = opts.max_in_flight - len(self._in_flight)
+        if free >= min(opts.claim_batch, opts.max_in_flight) // 4 or not self._in_flight:
+            claimed = await self._db(
+                claim_deliveries,
+                self.db,
+                self.owner,
+                time.time(),
+                opts.lease_seconds,
+                min(free, opts.claim_batch),
+            )
+            for item in claimed:
+                self._start_send(item)
+            progressed |= bool(claimed)
+        if self._results and (
+            len(self._results) >= opts.flush_size
+            or time.monotonic() - self._last_flush >= opts.flush_every
+            or not self._in_flight
+        ):
+            await self._flush()
+            progressed = True
+        return progressed
+
+    def _start_send(self, item: ClaimedDelivery) -> None:
+        if item.skip is not None:
+            self._results.append((item, None))
+            return
+        task = asyncio.create_task(self._send(item))
+        self._in_flight[item.delivery_id] = task
+
+    async def _send(self, item: ClaimedDelivery) -> None:
+        try:
+            outcome = await self.sender.send(item.target, item.notification)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a sender bug must never take the worker down
+            log.exception("sender raised for delivery %s", item.delivery_id)
+            outcome = Outcome(OutcomeKind.RETRY, reason=f"internal_error: {type(exc).__name__}")
+        self._results.append((item, outcome))
+        self._in_flight.pop(item.delivery_id, None)
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        results, self._results = self._results, []
+        self._last_flush = time.monotonic()
+        counts = await self._db(
+            record_outcomes, self.db, self.owner, results, time.time(), self.options.retry
+        )
+        for status, count in counts.items():
+            self._count(status, count)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        timeout = self.options.sweep_interval
+        if self._in_flight or self._results:
+            timeout = min(timeout, self.options.flush_every)
+        else:
+            due = await self._db(next_due_at, self.db, time.time())
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - time.time()))
+        self._wake.clear()
+        waiter = asyncio.create_task(self._wake.wait())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    async def _shutdown(self) -> None:
+        """Let in-flight sends finish (up to the grace period), record them, release the rest."""
+        if self._in_flight:
+            log.info("waiting for %d in-flight sends", len(self._in_flight))
+            await asyncio.wait(set(self._in_flight.values()), timeout=self.options.shutdown_grace)
+        unfinished = list(self._in_flight)
+        for task in self._in_flight.values():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        try:
+            if self._results:
+                await self._flush()
+            now = time.time()
+            await self._db(release_deliveries, self.db, unfinished, self.owner, now)
+            await self._db(release_outbox, self.db, self._expanding, self.owner, now)
+        except Exception:
+            log.exception("could not release leases; they will expire on their own")
+        self._executor.shutdown(wait=True)
+        log.info("worker %s stopped", self.owner)
+
+    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _count(self, key: str, amount: int) -> None:
+        self.stats[key] = self.stats.get(key, 0) + amount
+
+
+def run_worker_forever(
+    worker: Worker, install_signals: Callable[[asyncio.Event], None] | None = None
+) -> None:
+    """Run a worker on a fresh event loop until ``stop`` is set (by signal handlers)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        if install_signals is not None:
+            install_signals(stop)
+        try:
+            await worker.run(stop)
+        finally:
+            await worker.sender.aclose()
+
+    asyncio.run(main())

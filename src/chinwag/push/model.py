@@ -1,0 +1,112 @@
+"""The small interface between the fan-out engine and the providers.
+
+The engine hands a sender one ``DeviceTarget`` and one ``Notification``; the sender answers with
+an ``Outcome``. A sender never raises for anything a provider or the network does: every failure
+is an outcome, classified once (see ``chinwag.push.outcome``), so one bad device can never skip
+the rest of a batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+# Namespace for the stable per-(message, device) id. Fixed forever: changing it would make a
+# re-send after a crash look like a new notification to APNs.
+DELIVERY_ID_NAMESPACE = uuid.UUID("6f0e4c8e-5b7a-4e63-9a7e-0c6b1c9d2a11")
+
+
+def delivery_uuid(message_id: int, device_id: int) -> str:
+    """The stable id of one (message, device) pair, sent as ``apns-id`` and collapse keys."""
+    return str(uuid.uuid5(DELIVERY_ID_NAMESPACE, f"{message_id}:{device_id}"))
+
+
+class Platform(StrEnum):
+    APNS = "apns"
+    FCM = "fcm"
+    WEBPUSH = "webpush"
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What every notification carries (DESIGN.md): title, "<sender>: <preview>", ids."""
+
+    chat_id: int
+    message_id: int
+    chat_title: str
+    sender_name: str
+    preview: str
+    badge: int | None = None
+
+    @property
+    def title(self) -> str:
+        return self.chat_title
+
+    @property
+    def body(self) -> str:
+        return f"{self.sender_name}: {self.preview}"
+
+    def with_preview(self, preview: str) -> Notification:
+        return Notification(
+            self.chat_id, self.message_id, self.chat_title, self.sender_name, preview, self.badge
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTarget:
+    """One device as a sender needs it.
+
+    ``token`` is the platform's address: an APNs hex token, an FCM registration token, a Web
+    Push subscription as JSON text (``{"endpoint":…, "keys": {"p256dh":…, "auth":…}}``), an email
+    address, or a webhook URL. ``app`` picks the APNs topic / FCM project when several apps are
+    configured.
+    """
+
+    device_id: int
+    platform: Platform
+    token: str
+    delivery_id: str
+    app: str = "default"
+
+
+class OutcomeKind(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"  # try again later, not before retry_after if given
+    TOKEN_DEAD = "token_dead"  # the device is gone: deactivate it, never retry
+    REJECTED = "rejected"  # our payload is wrong: no retry, loud error
+    MISCONFIGURED = "misconfigured"  # our credentials/settings are wrong: no retry, alert
+    UNAVAILABLE = "unavailable"  # no sender configured for this platform/app: stays pending
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    reason: str = ""  # short provider code, e.g. "BadDeviceToken", "UNREGISTERED", "http_503"
+    retry_after: float | None = None  # seconds, from the provider's Retry-After
+    status: int | None = None  # provider HTTP status (or SMTP code) when there was one
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind not in (OutcomeKind.RETRY, OutcomeKind.UNAVAILABLE)
+
+
+class Sender(Protocol):
+    """One provider. ``send`` is safe to call concurrently; it bounds its own in-flight work."""
+
+    platform: Platform
+
+    async def send(self, device: DeviceTarget, notification: Notification) -> Outcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Dispatcher(Protocol):
+    """What the fan-out engine sends through: every platform, routed (see ``push.registry``)."""
+
+    async def send(self, device: DeviceTarget, notification: Notification) -> Outcome: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,206 @@
+"""Routes declared once: the Bottle route, its input parsing and auth, and its OpenAPI entry.
+
+A route function receives a ``RequestContext`` (the authenticated user, the validated body and
+query) plus its path parameters, and returns a response model. Everything a client can get wrong
+becomes a 4xx in the contract's error shape here, before the domain is called.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import bottle
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from chinwag.chat import accounts
+from chinwag.chat.errors import ChinwagError, InvalidInput, RateLimited, Unauthorized
+from chinwag.chat.models import User
+from chinwag.web.services import Services
+
+log = logging.getLogger("chinwag.web")
+
+MAX_ID = 2**63 - 1
+_INT_PARAM = re.compile(r"<(\w+):int>")
+_ANY_PARAM = re.compile(r"<(\w+)(?::\w+)?>")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class RequestContext:
+    services: Services
+    user: User | None
+    body: Any
+    query: Any
+
+    @property
+    def member(self) -> User:
+        assert self.user is not None, "route declared auth=True"
+        return self.user
+
+
+RouteHandler = Callable[..., BaseModel | None]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # Bottle syntax: /v1/chats/<chat_id:int>
+    handler: RouteHandler
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: bool = True
+    errors: tuple[int, ...] = ()
+    tag: str = "chat"
+
+    @property
+    def openapi_path(self) -> str:
+        return _ANY_PARAM.sub(r"{\1}", self.path)
+
+    @property
+    def path_params(self) -> list[str]:
+        return _INT_PARAM.findall(self.path)
+
+
+@dataclass
+class Api:
+    routes: list[Route] = field(default_factory=list)
+
+    def route(
+        self, method: str, path: str, *, summary: str, **options: Any
+    ) -> Callable[[RouteHandler], RouteHandler]:
+        def register(handler: RouteHandler) -> RouteHandler:
+            self.routes.append(Route(method, path, handler, summary, **options))
+            return handler
+
+        return register
+
+    def mount(self, app: bottle.Bottle, services: Services) -> None:
+        for route in self.routes:
+            app.route(route.path, route.method, _endpoint(route, services))
+
+
+def _endpoint(route: Route, services: Services) -> Callable[..., str]:
+    def endpoint(**path_params: int) -> str:
+        response = bottle.response
+        response.content_type = "application/json"
+        try:
+            for name, value in path_params.items():
+                if not 0 < value <= MAX_ID:
+                    raise HttpError(404, "not_found", f"no such {name.removesuffix('_id')}")
+            context = RequestContext(
+                services=services,
+                user=_authenticate(services) if route.auth else None,
+                body=_parse_body(route, services) if route.body else None,
+                query=_parse_query(route) if route.query else None,
+            )
+            result = route.handler(context, **path_params)
+            response.status = route.status
+            if result is None:
+                return ""
+            return result.model_dump_json()
+        except HttpError as exc:
+            return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+        except RateLimited as exc:
+            headers = {"Retry-After": str(exc.retry_after)}
+            return error_response(exc.status, exc.code, exc.message, headers=headers)
+        except ChinwagError as exc:
+            return error_response(exc.status, exc.code, exc.message, field=exc.field)
+        except (OperationalError, PoolTimeout) as exc:
+            # The database is down or restarting: say so quickly and let the client retry.
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response(
+                503,
+                "unavailable",
+                "the database is unavailable; try again shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    endpoint.__name__ = route.handler.__name__
+    return endpoint
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> str:
+    response = bottle.response
+    response.status = status
+    response.content_type = "application/json"
+    for name, value in (headers or {}).items():
+        response.set_header(name, value)
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        error["field"] = field
+    return json.dumps({"error": error})
+
+
+def _authenticate(services: Services) -> User:
+    header = bottle.request.get_header("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <token>' (POST /v1/tokens gives one)")
+    return accounts.authenticate(services.db, token.strip())
+
+
+def _parse_body(route: Route, services: Services) -> BaseModel:
+    assert route.body is not None
+    request = bottle.request
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise HttpError(415, "unsupported_media_type", "send the body as application/json")
+    limit = services.settings.max_body_bytes
+    if request.content_length > limit:
+        raise HttpError(413, "too_large", f"request body over {limit} bytes")
+    try:
+        raw = request.body.read(limit + 1)
+    except bottle.HTTPError:
+        raise HttpError(413, "too_large", f"request body over {limit} bytes") from None
+    if len(raw) > limit:
+        raise HttpError(413, "too_large", f"request body over {limit} bytes")
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise HttpError(400, "bad_request", "the body is not valid UTF-8") from None
+    except RecursionError:
+        raise HttpError(400, "bad_request", "the JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise HttpError(400, "bad_request", f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise HttpError(422, "invalid_input", "the body must be a JSON object")
+    return _validate(route.body, document)
+
+
+def _parse_query(route: Route) -> BaseModel:
+    assert route.query is not None
+    return _validate(route.query, dict(bottle.request.query.decode().items()))
+
+
+def _validate(model: type[BaseModel], document: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(f"{where}: {first['msg']}", field=where or None) from None

@@ -1,0 +1,69 @@
+"""The WSGI application: routes from ``routes.api``, JSON errors for everything else."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import bottle
+
+from chinwag.web.api import error_response
+from chinwag.web.openapi import build_openapi
+from chinwag.web.routes import api
+from chinwag.web.services import Services
+
+log = logging.getLogger("chinwag.web")
+
+
+def create_app(services: Services) -> bottle.Bottle:
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
+    api.mount(app, services)
+    openapi_document = json.dumps(build_openapi(api))
+
+    def openapi() -> str:
+        bottle.response.content_type = "application/json"
+        return openapi_document
+
+    app.route("/openapi.json", "GET", openapi)
+
+    def not_found(_error: bottle.HTTPError) -> str:
+        return error_response(404, "not_found", f"no route {bottle.request.path}")
+
+    def method_not_allowed(error: bottle.HTTPError) -> str:
+        allow = error.headers.get("Allow", "") if error.headers else ""
+        headers = {"Allow": allow} if allow else None
+        return error_response(
+            405,
+            "method_not_allowed",
+            f"{bottle.request.method} is not allowed here",
+            headers=headers,
+        )
+
+    def server_error(error: bottle.HTTPError) -> str:
+        # Log the traceback for operators; the client only learns that it was our fault.
+        log.error(
+            "unhandled error on %s %s",
+            bottle.request.method,
+            bottle.request.path,
+            exc_info=error.exception,
+        )
+        return error_response(500, "internal", "internal error; it has been logged")
+
+    def other_error(error: bottle.HTTPError) -> str:
+        status = error.status_code
+        if status == 413:
+            return error_response(413, "too_large", "request body too large")
+        code = "bad_request" if status < 500 else "internal"
+        return error_response(status, code, str(error.body or error.status_line))
+
+    app.error_handler.update({404: not_found, 405: method_not_allowed, 500: server_error})
+    app.default_error_handler = other_error
+    app.config["chinwag.services"] = services
+    return app
+
+
+def services_of(app: Any) -> Services:
+    services: Services = app.config["chinwag.services"]
+    return services

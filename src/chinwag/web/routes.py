@@ -1,0 +1,350 @@
+"""The HTTP API of the contract: parse, authorize, call the domain, render. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from chinwag import __version__
+from chinwag.chat import accounts, chats, devices, messages
+from chinwag.chat.errors import NotFound
+from chinwag.chat.models import Chat, Device, Message, User
+from chinwag.web import schemas as s
+from chinwag.web.api import Api, RequestContext
+
+log = logging.getLogger("chinwag.web")
+
+api = Api()
+
+AUTH_ERRORS = (401, 422)
+CHAT_ERRORS = (401, 404, 422)
+
+
+def user_out(user: User) -> s.UserOut:
+    return s.UserOut.model_validate(user)
+
+
+def chat_out(chat: Chat, *, with_members: bool) -> s.ChatOut:
+    return s.ChatOut(
+        id=chat.id,
+        title=chat.title,
+        created_at=chat.created_at,  # type: ignore[arg-type]  # pydantic parses epoch seconds
+        muted=chat.muted,
+        members=[s.MemberOut.model_validate(m) for m in chat.members] if with_members else None,
+    )
+
+
+def message_out(message: Message) -> s.MessageOut:
+    return s.MessageOut(
+        id=message.id,
+        chat_id=message.chat_id,
+        sender=message.sender_username,
+        sender_display_name=message.sender_display_name,
+        body=message.body,
+        client_id=message.client_id,
+        created_at=message.created_at,  # type: ignore[arg-type]
+    )
+
+
+def device_out(device: Device) -> s.DeviceOut:
+    return s.DeviceOut.model_validate(device)
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+@api.route(
+    "POST",
+    "/v1/users",
+    summary="Create an account",
+    body=s.CreateUser,
+    response=s.UserOut,
+    status=201,
+    auth=False,
+    errors=(409, 422),
+    tag="accounts",
+)
+def create_user(ctx: RequestContext) -> s.UserOut:
+    body: s.CreateUser = ctx.body
+    return user_out(
+        accounts.create_user(ctx.services.db, body.username, body.password, body.display_name)
+    )
+
+
+@api.route(
+    "POST",
+    "/v1/tokens",
+    summary="Sign in: exchange username and password for an API token",
+    body=s.CreateToken,
+    response=s.TokenOut,
+    status=201,
+    auth=False,
+    errors=(401, 422),
+    tag="accounts",
+)
+def create_token(ctx: RequestContext) -> s.TokenOut:
+    body: s.CreateToken = ctx.body
+    token, user = accounts.issue_token(ctx.services.db, body.username, body.password)
+    return s.TokenOut(token=token, user=user_out(user))
+
+
+@api.route(
+    "GET", "/v1/me", summary="The signed-in user", response=s.UserOut, errors=(401,), tag="accounts"
+)
+def me(ctx: RequestContext) -> s.UserOut:
+    return user_out(ctx.member)
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+@api.route(
+    "POST",
+    "/v1/devices",
+    summary="Register a device (idempotent for the same token)",
+    body=s.CreateDevice,
+    response=s.DeviceOut,
+    status=201,
+    errors=AUTH_ERRORS,
+    tag="devices",
+)
+def register_device(ctx: RequestContext) -> s.DeviceOut:
+    body: s.CreateDevice = ctx.body
+    token = body.token if isinstance(body.token, str) else body.token.model_dump()
+    device = devices.register_device(
+        ctx.services.db,
+        ctx.member,
+        body.platform,
+        token,
+        app=body.app,
+        allow_private=ctx.services.settings.push.allow_private_endpoints,
+    )
+    return device_out(device)
+
+
+@api.route(
+    "GET",
+    "/v1/devices",
+    summary="Your active devices",
+    response=s.DeviceList,
+    errors=(401,),
+    tag="devices",
+)
+def list_devices(ctx: RequestContext) -> s.DeviceList:
+    found = devices.list_devices(ctx.services.db, ctx.member)
+    return s.DeviceList(devices=[device_out(d) for d in found])
+
+
+@api.route(
+    "DELETE",
+    "/v1/devices/<device_id:int>",
+    summary="Remove a device",
+    status=204,
+    errors=(401, 404),
+    tag="devices",
+)
+def delete_device(ctx: RequestContext, device_id: int) -> None:
+    devices.delete_device(ctx.services.db, ctx.member, device_id)
+
+
+# --- chats --------------------------------------------------------------------------------------
+
+
+@api.route(
+    "POST",
+    "/v1/chats",
+    summary="Create a group chat (you are a member)",
+    body=s.CreateChat,
+    response=s.ChatOut,
+    status=201,
+    errors=AUTH_ERRORS,
+)
+def create_chat(ctx: RequestContext) -> s.ChatOut:
+    body: s.CreateChat = ctx.body
+    chat = chats.create_chat(ctx.services.db, ctx.member, body.title, body.members)
+    return chat_out(chat, with_members=True)
+
+
+@api.route("GET", "/v1/chats", summary="Your chats", response=s.ChatList, errors=(401,))
+def list_chats(ctx: RequestContext) -> s.ChatList:
+    found = chats.list_chats(ctx.services.db, ctx.member)
+    return s.ChatList(chats=[chat_out(c, with_members=False) for c in found])
+
+
+@api.route(
+    "GET",
+    "/v1/chats/<chat_id:int>",
+    summary="One chat with its members",
+    response=s.ChatOut,
+    errors=(401, 404),
+)
+def get_chat(ctx: RequestContext, chat_id: int) -> s.ChatOut:
+    return chat_out(chats.get_chat(ctx.services.db, ctx.member, chat_id), with_members=True)
+
+
+@api.route(
+    "POST",
+    "/v1/chats/<chat_id:int>/members",
+    summary="Add a member",
+    body=s.AddMember,
+    response=s.ChatOut,
+    errors=CHAT_ERRORS,
+)
+def add_member(ctx: RequestContext, chat_id: int) -> s.ChatOut:
+    body: s.AddMember = ctx.body
+    chat = chats.add_member(ctx.services.db, ctx.member, chat_id, body.username)
+    return chat_out(chat, with_members=True)
+
+
+@api.route(
+    "DELETE",
+    "/v1/chats/<chat_id:int>/members/<username>",
+    summary="Remove a member (anyone may leave; the creator may remove others)",
+    status=204,
+    errors=(401, 403, 404, 422),
+)
+def remove_member(ctx: RequestContext, chat_id: int, username: str) -> None:
+    chats.remove_member(ctx.services.db, ctx.member, chat_id, username)
+
+
+@api.route(
+    "PUT",
+    "/v1/chats/<chat_id:int>/settings",
+    summary="Your settings for a chat",
+    body=s.ChatSettings,
+    response=s.ChatOut,
+    errors=CHAT_ERRORS,
+)
+def update_settings(ctx: RequestContext, chat_id: int) -> s.ChatOut:
+    body: s.ChatSettings = ctx.body
+    chat = chats.update_settings(ctx.services.db, ctx.member, chat_id, muted=body.muted)
+    return chat_out(chat, with_members=False)
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+def _send(ctx: RequestContext, chat_id: int, body: str, client_id: str | None) -> s.SendOut:
+    settings = ctx.services.settings
+    result = messages.send_message(
+        ctx.services.db, ctx.member, chat_id, body, client_id, max_chars=settings.max_message_chars
+    )
+    if result.created:
+        try:
+            ctx.services.ring_doorbell(result.message.id)
+        except Exception:  # the sweep will find the outbox row; never fail a stored send
+            log.warning("doorbell failed for message %s", result.message.id, exc_info=True)
+    return s.SendOut(
+        message=message_out(result.message), chat=chat_out(result.chat, with_members=False)
+    )
+
+
+@api.route(
+    "POST",
+    "/v1/chats/<chat_id:int>/messages",
+    summary="Send a message; members' devices are notified in the background",
+    body=s.SendMessage,
+    response=s.SendOut,
+    status=201,
+    errors=CHAT_ERRORS,
+    tag="messages",
+)
+def send_message(ctx: RequestContext, chat_id: int) -> s.SendOut:
+    body: s.SendMessage = ctx.body
+    return _send(ctx, chat_id, body.body, body.client_id)
+
+
+@api.route(
+    "POST",
+    "/groupchat/send",
+    summary="The original route: same as sending a message",
+    body=s.LegacySend,
+    response=s.SendOut,
+    status=201,
+    errors=CHAT_ERRORS,
+    tag="messages",
+)
+def legacy_send(ctx: RequestContext) -> s.SendOut:
+    body: s.LegacySend = ctx.body
+    conversation = body.conversation
+    if isinstance(conversation, str) and conversation.isdigit():
+        conversation = int(conversation)
+    if isinstance(conversation, int):
+        chat_id = conversation
+    else:
+        chat_id = messages.chat_id_by_title(ctx.services.db, ctx.member, conversation)
+    if not 0 < chat_id < 2**63:
+        raise NotFound(f"no chat {chat_id}")
+    return _send(ctx, chat_id, body.message, None)
+
+
+@api.route(
+    "GET",
+    "/v1/chats/<chat_id:int>/messages",
+    summary="History, oldest first within a page; follow `next` to go back",
+    query=s.HistoryQuery,
+    response=s.MessagePage,
+    errors=CHAT_ERRORS,
+    tag="messages",
+)
+def history(ctx: RequestContext, chat_id: int) -> s.MessagePage:
+    query: s.HistoryQuery = ctx.query
+    page, next_cursor = messages.history(
+        ctx.services.db, ctx.member, chat_id, query.before, query.limit
+    )
+    return s.MessagePage(messages=[message_out(m) for m in page], next=next_cursor)
+
+
+@api.route(
+    "GET",
+    "/v1/messages/<message_id:int>/deliveries",
+    summary="One delivery record per recipient device",
+    query=s.DeliveriesQuery,
+    response=s.DeliveryPage,
+    errors=CHAT_ERRORS,
+    tag="messages",
+)
+def list_deliveries(ctx: RequestContext, message_id: int) -> s.DeliveryPage:
+    query: s.DeliveriesQuery = ctx.query
+    rows, summary, state, next_cursor = messages.list_deliveries(
+        ctx.services.db, ctx.member, message_id, query.after, query.limit
+    )
+    return s.DeliveryPage(
+        message_id=message_id,
+        fanout=state,
+        summary=summary,
+        deliveries=[
+            s.DeliveryOut(
+                id=d.id,
+                device_id=d.device_id,
+                platform=d.platform,
+                user=d.username,
+                status=d.status,  # type: ignore[arg-type]
+                attempts=d.attempts,
+                last_error=d.last_error,
+                updated_at=d.updated_at,  # type: ignore[arg-type]
+                delivered_at=d.delivered_at,  # type: ignore[arg-type]
+            )
+            for d in rows
+        ],
+        next=next_cursor,
+    )
+
+
+# --- system -------------------------------------------------------------------------------------
+
+
+@api.route(
+    "GET",
+    "/healthz",
+    summary="Liveness and database reachability",
+    response=s.Health,
+    auth=False,
+    errors=(503,),
+    tag="system",
+)
+def healthz(ctx: RequestContext) -> s.Health:
+    with ctx.services.db.read() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    return s.Health(status="ok", database=ctx.services.db.engine.dialect.name, version=__version__)

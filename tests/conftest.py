@@ -1,0 +1,144 @@
+"""Shared fixtures: real databases (SQLite files, PostgreSQL schemas), a real WSGI server."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis as redis_lib
+from waitress.server import create_server
+
+from chinwag.config import Settings
+from chinwag.store.database import Database
+from chinwag.store.migrate import upgrade
+from chinwag.web import Services, create_app
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_DSN = os.environ.get("CHINWAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CHINWAG_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _redis_available() -> bool:
+    try:
+        return bool(redis_lib.Redis.from_url(REDIS_URL, socket_timeout=2).ping())
+    except redis_lib.RedisError:
+        return False
+
+
+def require_postgres() -> None:
+    if not _postgres_available():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI but {PG_ADMIN_DSN} is unreachable")
+        pytest.skip("PostgreSQL not available")
+
+
+def require_redis() -> None:
+    if not _redis_available():
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI but {REDIS_URL} is unreachable")
+        pytest.skip("Redis not available")
+
+
+class PostgresSchema:
+    """A throwaway schema in the test database, so runs never see each other's rows."""
+
+    def __init__(self) -> None:
+        self.name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{self.name}"')
+        base = PG_ADMIN_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+        self.url = f"{base}?options=-csearch_path%3D{self.name}"
+
+    def drop(self) -> None:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'chinwag.db'}"
+        return
+    require_postgres()
+    schema = PostgresSchema()
+    try:
+        yield schema.url
+    finally:
+        schema.drop()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+class LiveServer:
+    """The real WSGI app on a real waitress server on a free port, in a background thread."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.server = create_server(create_app(services), host="127.0.0.1", port=0, threads=8)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def rung() -> list[int]:
+    """Message ids the web tier rang the doorbell for."""
+    return []
+
+
+@pytest.fixture
+def server(db: Database, rung: list[int]) -> Iterator[LiveServer]:
+    live = LiveServer(Services(Settings(database_url=db.url), db, ring_doorbell=rung.append))
+    yield live
+    live.stop()
+
+
+class Api:
+    """A tiny client of the chinwag API for tests: sign up, sign in, call."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+        self.anonymous = server.client()
+
+    def user(self, username: str, password: str = "correct horse", **extra: Any) -> httpx.Client:
+        created = self.anonymous.post(
+            "/v1/users", json={"username": username, "password": password, **extra}
+        )
+        assert created.status_code == 201, created.text
+        token = self.anonymous.post("/v1/tokens", json={"username": username, "password": password})
+        assert token.status_code == 201, token.text
+        return self.server.client(token.json()["token"])
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Api:
+    return Api(server)

@@ -1,0 +1,185 @@
+"""The fan-out engine against real databases, with a recording dispatcher in place of providers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import sqlalchemy as sa
+from tests.conftest import Api
+from tests.fanout.recording import RecordingDispatcher
+
+from chinwag.fanout import RetryPolicy, Worker, WorkerOptions
+from chinwag.fanout.outbox import claim_outbox, expand_batch
+from chinwag.push.model import DeviceTarget, Outcome, OutcomeKind
+from chinwag.store.database import Database
+from chinwag.store.schema import deliveries, devices
+
+
+def _hex(n: int) -> str:
+    return f"{n:064x}"
+
+
+def _setup_group(api: Api, members: int, devices_each: int) -> tuple[object, int, list[object]]:
+    sender = api.user("sender")
+    sender.post("/v1/devices", json={"platform": "apns", "token": _hex(999_999)})
+    clients = []
+    for i in range(members):
+        client = api.user(f"m{i}")
+        for d in range(devices_each):
+            r = client.post(
+                "/v1/devices", json={"platform": "apns", "token": _hex(i * 100 + d + 1)}
+            )
+            assert r.status_code == 201
+        clients.append(client)
+    chat = sender.post(
+        "/v1/chats", json={"title": "Team", "members": [f"m{i}" for i in range(members)]}
+    )
+    return sender, chat.json()["id"], clients
+
+
+def _run(worker: Worker) -> None:
+    asyncio.run(worker.run_until_idle(limit_seconds=30))
+
+
+def test_every_member_device_notified_once_except_sender_and_muted(api: Api, db: Database) -> None:
+    """Every unmuted member's device gets one notification; sender and muted get none."""
+    sender, chat_id, clients = _setup_group(api, members=4, devices_each=2)
+    muted = clients[3]
+    assert muted.put(f"/v1/chats/{chat_id}/settings", json={"muted": True}).status_code == 200
+    sent = sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "lunch?"})
+    assert sent.status_code == 201
+    dispatcher = RecordingDispatcher()
+    _run(Worker(db, dispatcher))
+    tokens = Counter(device.token for device, _ in dispatcher.sent)
+    expected = {_hex(i * 100 + d + 1) for i in range(3) for d in range(2)}
+    assert set(tokens) == expected
+    assert all(count == 1 for count in tokens.values())
+    note = dispatcher.sent[0][1]
+    assert note.title == "Team" and note.body == "sender: lunch?"
+    message_id = sent.json()["message"]["id"]
+    page = sender.get(f"/v1/messages/{message_id}/deliveries").json()
+    assert page["summary"] == {"delivered": 6}
+    assert page["fanout"] == "done"
+    assert {row["status"] for row in page["deliveries"]} == {"delivered"}
+
+
+def test_retry_later_is_rescheduled_then_delivered(api: Api, db: Database) -> None:
+    """A RETRY outcome is retried after Retry-After, then recorded delivered with attempts=2."""
+    sender, chat_id, _ = _setup_group(api, members=1, devices_each=1)
+
+    def flaky(device: DeviceTarget, attempt: int) -> Outcome:
+        if attempt == 1:
+            return Outcome(OutcomeKind.RETRY, reason="TooManyRequests", retry_after=0.3)
+        return Outcome(OutcomeKind.DELIVERED)
+
+    dispatcher = RecordingDispatcher(flaky)
+    message = sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "x"}).json()["message"]
+    options = WorkerOptions(retry=RetryPolicy(base_seconds=0.01))
+    _run(Worker(db, dispatcher, options))
+    times = next(iter(dispatcher.times.values()))
+    assert len(times) == 2
+    assert times[1] - times[0] >= 0.3
+    rows = sender.get(f"/v1/messages/{message['id']}/deliveries").json()["deliveries"]
+    assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 2)]
+
+
+def test_token_dead_deactivates_device_and_is_never_retried(api: Api, db: Database) -> None:
+    """TOKEN_DEAD marks the delivery, deactivates the device, and later messages skip it."""
+    sender, chat_id, clients = _setup_group(api, members=1, devices_each=2)
+    dead = _hex(1)
+    dispatcher = RecordingDispatcher(
+        lambda d, _a: (
+            Outcome(OutcomeKind.TOKEN_DEAD, reason="Unregistered", status=410)
+            if d.token == dead
+            else Outcome(OutcomeKind.DELIVERED)
+        )
+    )
+    for body in ("one", "two"):
+        sender.post(f"/v1/chats/{chat_id}/messages", json={"body": body})
+        _run(Worker(db, dispatcher))
+    assert Counter(d.token for d, _ in dispatcher.sent) == {dead: 1, _hex(2): 2}
+    assert [d["token"] for d in clients[0].get("/v1/devices").json()["devices"]] == [_hex(2)]
+    with db.read() as conn:
+        statuses = Counter(conn.execute(sa.select(deliveries.c.status)).scalars())
+    assert statuses == {"token_dead": 1, "delivered": 2}
+
+
+def test_attempts_capped_then_failed(api: Api, db: Database) -> None:
+    """A device that always asks to retry ends 'failed' after max_attempts, with the reason kept."""
+    sender, chat_id, _ = _setup_group(api, members=1, devices_each=1)
+    dispatcher = RecordingDispatcher(
+        lambda d, a: Outcome(OutcomeKind.RETRY, reason="http_503", status=503)
+    )
+    message = sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "x"}).json()["message"]
+    options = WorkerOptions(retry=RetryPolicy(max_attempts=3, base_seconds=0.01))
+    _run(Worker(db, dispatcher, options))
+    assert len(dispatcher.sent) == 3
+    row = sender.get(f"/v1/messages/{message['id']}/deliveries").json()["deliveries"][0]
+    assert row["status"] == "failed" and row["attempts"] == 3
+    assert "http_503" in row["last_error"]
+
+
+def test_device_deleted_after_send_gets_nothing(api: Api, db: Database) -> None:
+    """Policy is re-checked at send time: a device removed after expansion is skipped."""
+    sender, chat_id, clients = _setup_group(api, members=1, devices_each=1)
+    dispatcher = RecordingDispatcher()
+    message = sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "x"}).json()["message"]
+    worker = Worker(db, dispatcher)
+
+    async def expand_only() -> None:
+        (claim,) = claim_outbox(db, worker.owner, time.time(), 60, 1)
+        expand_batch(db, claim, worker.owner, time.time(), 60, 100)
+
+    asyncio.run(expand_only())
+    device_id = clients[0].get("/v1/devices").json()["devices"][0]["id"]
+    assert clients[0].delete(f"/v1/devices/{device_id}").status_code == 204
+    _run(worker)
+    assert dispatcher.sent == []
+    row = sender.get(f"/v1/messages/{message['id']}/deliveries").json()["deliveries"][0]
+    assert row["status"] == "skipped" and "removed" in row["last_error"]
+
+
+def test_unconfigured_provider_stays_pending_with_reason(api: Api, db: Database) -> None:
+    """UNAVAILABLE leaves the row pending (not an attempt) with a clear reason."""
+    sender, chat_id, _ = _setup_group(api, members=1, devices_each=1)
+    dispatcher = RecordingDispatcher(
+        lambda d, a: Outcome(OutcomeKind.UNAVAILABLE, reason="apns is not configured")
+    )
+    message = sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "x"}).json()["message"]
+    _run(Worker(db, dispatcher))
+    row = sender.get(f"/v1/messages/{message['id']}/deliveries").json()["deliveries"][0]
+    assert row["status"] == "pending" and row["attempts"] == 0
+    assert "not configured" in row["last_error"]
+
+
+def test_large_group_expands_in_batches(api: Api, db: Database) -> None:
+    """2,000 devices expand in batches of 300 and each is sent exactly once."""
+    sender, chat_id, clients = _setup_group(api, members=1, devices_each=0)
+    member_id = clients[0].get("/v1/me").json()["id"]
+    now = time.time()
+    with db.write() as conn:
+        conn.execute(
+            devices.insert(),
+            [
+                {
+                    "user_id": member_id,
+                    "platform": "apns",
+                    "app": "default",
+                    "token": _hex(10_000 + i),
+                    "token_hash": _hex(10_000 + i),
+                    "active": True,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(2000)
+            ],
+        )
+    sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "big"})
+    dispatcher = RecordingDispatcher()
+    worker = Worker(db, dispatcher, WorkerOptions(expand_batch=300, claim_batch=250))
+    _run(worker)
+    assert len(dispatcher.sent) == 2000
+    assert len({d.token for d, _ in dispatcher.sent}) == 2000
+    assert worker.stats["expanded"] == 2000
