@@ -252,7 +252,7 @@ class Worker:
         except Exception:
             log.exception("could not release leases; they will expire on their own")
         self._executor.shutdown(wait=True)
-        log.info("worker %s stopped", self.owner)
+        log.info("worker %s stopped; %s", self.owner, self.stats)
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
