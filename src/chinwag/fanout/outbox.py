@@ -177,8 +177,8 @@ def _extend_lease(
 def _insert_ignoring_duplicates(db: Database) -> sa.Insert:
     if db.is_postgres:
         return postgresql.insert(deliveries).on_conflict_do_nothing(
-            index_elements=["message_id", "device_id"]
+            index_elements=["message_id", "device_id", "kind"]
         )
     return sqlite.insert(deliveries).on_conflict_do_nothing(
-        index_elements=["message_id", "device_id"]
+        index_elements=["message_id", "device_id", "kind"]
     )

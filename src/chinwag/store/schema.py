@@ -29,6 +29,9 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(256), nullable=False),
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Opt-in: no mobile push while a live stream of this user's is open (see docs/conversations).
+    sa.Column("quiet_when_active", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_active_at", sa.Float, nullable=True),
 )
 
 api_tokens = sa.Table(
@@ -74,6 +77,9 @@ memberships = sa.Table(
     sa.Column("chat_id", Id, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("muted", sa.Boolean, nullable=False, server_default=sa.false()),
+    # all | mentions | none. "muted" is kept equal to (notify_level == "none") for old clients.
+    sa.Column("notify_level", sa.String(16), nullable=False, server_default="all"),
+    sa.Column("last_read_message_id", Id, nullable=False, server_default="0"),
     sa.Column("joined_at", sa.Float, nullable=False),
     sa.Index("ix_memberships_user_id", "user_id"),
 )
@@ -87,9 +93,18 @@ messages = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("client_id", sa.String(128), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("edited_at", sa.Float, nullable=True),
+    sa.Column("deleted_at", sa.Float, nullable=True),
     # A retried send with the same client_id must find the first message, never make a second.
     sa.UniqueConstraint("chat_id", "sender_id", "client_id"),
     sa.Index("ix_messages_chat_id_id", "chat_id", "id"),
+)
+
+mentions = sa.Table(
+    "mentions",
+    metadata,
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
 )
 
 # One row per message, written in the message's transaction: the durable record that the message
@@ -126,6 +141,9 @@ deliveries = sa.Table(
     sa.Column("device_id", Id, sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
     sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("platform", sa.String(16), nullable=False),
+    # alert: the message itself · clear: a silent badge/clear update after reading elsewhere ·
+    # removal: withdraws the notification of a deleted message.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="alert"),
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.String(500), nullable=True),
@@ -135,6 +153,40 @@ deliveries = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("delivered_at", sa.Float, nullable=True),
-    sa.UniqueConstraint("message_id", "device_id"),
+    sa.UniqueConstraint("message_id", "device_id", "kind"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# The live stream's source: every event a member may see, in one global order, so any web
+# process can serve any client's stream and resume it from Last-Event-ID.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("chat_id", Id, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=True),
+    # Set for events meant for one user only (their read markers, their delivery updates).
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_events_chat_id_id", "chat_id", "id"),
+    sa.Index("ix_events_user_id_id", "user_id", "id"),
+)
+
+# When each email device last got a digest for a chat: later messages wait for the window.
+email_digests = sa.Table(
+    "email_digests",
+    metadata,
+    sa.Column("device_id", Id, sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("chat_id", Id, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("last_sent_at", sa.Float, nullable=False),
+)
+
+# Fixed-window counters shared by every web process (sign-in and send limits).
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("window_start", sa.Float, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
 )
