@@ -81,6 +81,7 @@ class Settings:
     max_message_chars: int = 4000
     delivery_max_attempts: int = 8
     retry_base_seconds: float = 2.0
+    email_digest_seconds: float = 180.0
     lease_seconds: float = 60.0
     sweep_interval_seconds: float = 5.0
     log_json: bool = False
@@ -125,6 +126,7 @@ class Settings:
             max_body_bytes=_int(env, "CHINWAG_MAX_BODY_BYTES", 64 * 1024),
             delivery_max_attempts=_int(env, "CHINWAG_DELIVERY_MAX_ATTEMPTS", 8),
             retry_base_seconds=float(env.get("CHINWAG_RETRY_BASE_SECONDS") or 2.0),
+            email_digest_seconds=float(env.get("CHINWAG_EMAIL_DIGEST_SECONDS") or 180.0),
             lease_seconds=float(env.get("CHINWAG_LEASE_SECONDS") or 60.0),
             sweep_interval_seconds=float(env.get("CHINWAG_SWEEP_INTERVAL") or 5.0),
             log_json=(env.get("CHINWAG_LOG_FORMAT") or "").lower() == "json",

@@ -10,7 +10,8 @@ from sqlalchemy.engine import Connection
 
 from chinwag.chat.accounts import normalize_username, users_by_name
 from chinwag.chat.errors import Forbidden, InvalidInput, NotFound
-from chinwag.chat.models import Chat, Member, User
+from chinwag.chat.models import NOTIFY_LEVELS, Chat, Member, User
+from chinwag.chat.unread import unread_counts
 from chinwag.store.database import Database
 from chinwag.store.schema import chats, memberships, users
 
@@ -31,6 +32,11 @@ def require_member(conn: Connection, chat_id: int, user_id: int) -> bool:
 
 def load_chat(conn: Connection, chat_id: int, user: User, *, with_members: bool = True) -> Chat:
     muted = require_member(conn, chat_id, user.id)
+    notify = conn.execute(
+        sa.select(memberships.c.notify_level).where(
+            memberships.c.chat_id == chat_id, memberships.c.user_id == user.id
+        )
+    ).scalar_one()
     row = conn.execute(sa.select(chats).where(chats.c.id == chat_id)).mappings().one()
     members: tuple[Member, ...] = ()
     if with_members:
@@ -48,6 +54,8 @@ def load_chat(conn: Connection, chat_id: int, user: User, *, with_members: bool 
         created_at=row["created_at"],
         members=members,
         muted=muted,
+        notify=notify,
+        unread=unread_counts(conn, user.id, [chat_id]).get(chat_id, 0),
     )
 
 
@@ -85,8 +93,9 @@ def create_chat(db: Database, creator: User, title: str, member_names: list[str]
 
 def list_chats(db: Database, user: User) -> list[Chat]:
     with db.read() as conn:
+        unread = unread_counts(conn, user.id)
         rows = conn.execute(
-            sa.select(chats, memberships.c.muted)
+            sa.select(chats, memberships.c.muted, memberships.c.notify_level)
             .join(memberships, memberships.c.chat_id == chats.c.id)
             .where(memberships.c.user_id == user.id)
             .order_by(chats.c.id)
@@ -99,6 +108,8 @@ def list_chats(db: Database, user: User) -> list[Chat]:
                 created_at=row["created_at"],
                 members=(),
                 muted=bool(row["muted"]),
+                notify=row["notify_level"],
+                unread=unread.get(row["id"], 0),
             )
             for row in rows
         ]
@@ -150,12 +161,18 @@ def remove_member(db: Database, user: User, chat_id: int, username: str) -> None
             raise NotFound(f"{name!r} is not a member of chat {chat_id}")
 
 
-def update_settings(db: Database, user: User, chat_id: int, *, muted: bool) -> Chat:
+def update_settings(
+    db: Database, user: User, chat_id: int, *, muted: bool | None, notify: str | None = None
+) -> Chat:
+    """``muted: true`` means notify level "none" and ``false`` means "all"; ``notify`` wins."""
+    level = notify or ("none" if muted else "all")
+    if level not in NOTIFY_LEVELS:
+        raise InvalidInput(f"notify must be one of {', '.join(NOTIFY_LEVELS)}", field="notify")
     with db.write() as conn:
         require_member(conn, chat_id, user.id)
         conn.execute(
             memberships.update()
             .where(memberships.c.chat_id == chat_id, memberships.c.user_id == user.id)
-            .values(muted=muted)
+            .values(muted=level == "none", notify_level=level)
         )
         return load_chat(conn, chat_id, user, with_members=False)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from chinwag.chat import events
 from chinwag.chat.chats import load_chat, require_member
+from chinwag.chat.conversations import record_mentions
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Delivery, Message, User
 from chinwag.store.database import Database
@@ -44,6 +47,8 @@ def message_from_row(row: RowMapping) -> Message:
         body=row["body"],
         client_id=row["client_id"],
         created_at=row["created_at"],
+        edited_at=row["edited_at"],
+        deleted=row["deleted_at"] is not None,
     )
 
 
@@ -97,9 +102,27 @@ def _send_once(
                 message_id=message_id, state="pending", due_at=now, created_at=now, updated_at=now
             )
         )
+        record_mentions(conn, message_id, chat_id, body)
         row = conn.execute(_message_query().where(messages.c.id == message_id)).mappings().one()
+        message = message_from_row(row)
+        events.append(conn, "message", message_event(message), chat_id=chat_id)
         chat = load_chat(conn, chat_id, user, with_members=False)
-    return SendResult(message_from_row(row), chat, True)
+    return SendResult(message, chat, True)
+
+
+def message_event(message: Message) -> dict[str, object]:
+    """The live stream's view of a new message: the same fields as the API's message."""
+    return {
+        "id": message.id,
+        "chat_id": message.chat_id,
+        "sender": message.sender_username,
+        "sender_display_name": message.sender_display_name,
+        "body": message.body,
+        "client_id": message.client_id,
+        "created_at": datetime.fromtimestamp(message.created_at, UTC)
+        .isoformat()
+        .replace("+00:00", "Z"),
+    }
 
 
 def _by_client_id(conn: Connection, chat_id: int, user_id: int, client_id: str) -> Message | None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Per member and chat: every message, only @mentions, or nothing but @mentions (muted).
+NOTIFY_LEVELS = ("all", "mentions", "none")
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -39,7 +42,9 @@ class Chat:
     created_by: int
     created_at: float
     members: tuple[Member, ...]
-    muted: bool  # the requesting member's own setting
+    muted: bool  # the requesting member's own setting (notify == "none")
+    notify: str = "all"  # all | mentions | none
+    unread: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class Message:
     body: str
     client_id: str | None
     created_at: float
+    edited_at: float | None = None
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

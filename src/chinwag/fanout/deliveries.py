@@ -15,18 +15,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
-from chinwag.fanout.policy import skip_reason
+from chinwag.chat.unread import badge_counts
+from chinwag.fanout.policy import SendTimeFacts, skip_reason
 from chinwag.push.model import (
     DeviceTarget,
     Notification,
+    NotificationKind,
     Outcome,
     OutcomeKind,
     Platform,
     delivery_uuid,
 )
 from chinwag.store.database import Database
-from chinwag.store.schema import chats, deliveries, devices, memberships, messages, users
+from chinwag.store.schema import (
+    chats,
+    deliveries,
+    devices,
+    email_digests,
+    memberships,
+    mentions,
+    messages,
+    users,
+)
 
 log = logging.getLogger("chinwag.fanout")
 
@@ -54,10 +67,19 @@ class ClaimedDelivery:
     target: DeviceTarget
     notification: Notification
     skip: str | None  # set when policy says this one must not be sent any more
+    sender_id: int = 0
+    chat_id: int = 0
+    # Other email deliveries batched into this one's digest: they share its outcome.
+    batched: tuple[int, ...] = ()
 
 
 def claim_deliveries(
-    db: Database, owner: str, now: float, lease_seconds: float, limit: int
+    db: Database,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    limit: int,
+    digest_seconds: float = 0.0,
 ) -> list[ClaimedDelivery]:
     due = (
         deliveries.c.status.in_(("pending", "retrying")) & (deliveries.c.next_attempt_at <= now)
@@ -65,83 +87,208 @@ def claim_deliveries(
     candidates = sa.select(deliveries.c.id).where(due).order_by(deliveries.c.id).limit(limit)
     if db.is_postgres:
         candidates = candidates.with_for_update(skip_locked=True)
+    lease = {"lease_until": now + lease_seconds, "lease_owner": owner, "updated_at": now}
     with db.write() as conn:
         ids = [
             row.id
             for row in conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id.in_(candidates.scalar_subquery()))
-                .values(
-                    status="sending",
-                    lease_until=now + lease_seconds,
-                    lease_owner=owner,
-                    updated_at=now,
-                )
+                .values(status="sending", **lease)
                 .returning(deliveries.c.id)
             )
         ]
         if not ids:
             return []
-        sender = users.alias("sender")
-        rows = conn.execute(
-            sa.select(
-                deliveries.c.id,
-                deliveries.c.attempts,
-                deliveries.c.message_id,
-                deliveries.c.user_id,
-                devices.c.id.label("device_id"),
-                devices.c.platform,
-                devices.c.token,
-                devices.c.app,
-                devices.c.active,
-                devices.c.user_id.label("device_owner_id"),
-                messages.c.chat_id,
-                messages.c.body,
-                chats.c.title,
-                sender.c.display_name.label("sender_name"),
-                memberships.c.user_id.label("member_id"),
-                memberships.c.muted,
-            )
-            .join(devices, devices.c.id == deliveries.c.device_id)
-            .join(messages, messages.c.id == deliveries.c.message_id)
-            .join(chats, chats.c.id == messages.c.chat_id)
-            .join(sender, sender.c.id == messages.c.sender_id)
-            .outerjoin(
-                memberships,
-                (memberships.c.chat_id == messages.c.chat_id)
-                & (memberships.c.user_id == deliveries.c.user_id),
-            )
-            .where(deliveries.c.id.in_(ids))
-            .order_by(deliveries.c.id)
-        ).all()
-    return [
-        ClaimedDelivery(
-            delivery_id=row.id,
-            attempts=row.attempts,
-            target=DeviceTarget(
-                device_id=row.device_id,
-                platform=Platform(row.platform),
-                token=row.token,
-                delivery_id=delivery_uuid(row.message_id, row.device_id),
-                app=row.app,
-            ),
-            notification=Notification(
-                chat_id=row.chat_id,
-                message_id=row.message_id,
-                chat_title=row.title,
-                sender_name=row.sender_name,
-                preview=row.body,
-            ),
-            skip=skip_reason(
+        rows = list(conn.execute(_details_query(ids)).all())
+        if digest_seconds > 0:
+            rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
+        else:
+            batches = {}
+        badges = badge_counts(conn, [r.user_id for r in rows if r.kind != "removal"])
+    return [_claimed(row, badges, batches, now) for row in rows]
+
+
+def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
+    sender = users.alias("sender")
+    recipient = users.alias("recipient")
+    return (
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.attempts,
+            deliveries.c.message_id,
+            deliveries.c.user_id,
+            deliveries.c.kind,
+            devices.c.id.label("device_id"),
+            devices.c.platform,
+            devices.c.token,
+            devices.c.app,
+            devices.c.active,
+            devices.c.user_id.label("device_owner_id"),
+            messages.c.chat_id,
+            messages.c.body,
+            messages.c.sender_id,
+            messages.c.deleted_at,
+            chats.c.title,
+            sender.c.display_name.label("sender_name"),
+            recipient.c.quiet_when_active,
+            recipient.c.last_active_at,
+            memberships.c.user_id.label("member_id"),
+            memberships.c.notify_level,
+            mentions.c.user_id.label("mentioned_id"),
+        )
+        .join(devices, devices.c.id == deliveries.c.device_id)
+        .join(messages, messages.c.id == deliveries.c.message_id)
+        .join(chats, chats.c.id == messages.c.chat_id)
+        .join(sender, sender.c.id == messages.c.sender_id)
+        .join(recipient, recipient.c.id == deliveries.c.user_id)
+        .outerjoin(
+            memberships,
+            (memberships.c.chat_id == messages.c.chat_id)
+            & (memberships.c.user_id == deliveries.c.user_id),
+        )
+        .outerjoin(
+            mentions,
+            (mentions.c.message_id == deliveries.c.message_id)
+            & (mentions.c.user_id == deliveries.c.user_id),
+        )
+        .where(deliveries.c.id.in_(ids))
+        .order_by(deliveries.c.id)
+    )
+
+
+def _claimed(
+    row: sa.Row[tuple[object, ...]],
+    badges: dict[int, int],
+    batches: dict[int, list[sa.Row[tuple[object, ...]]]],
+    now: float,
+) -> ClaimedDelivery:
+    kind = NotificationKind(row.kind)
+    earlier = tuple((r.sender_name, r.body) for r in batches.get(row.id, []))
+    return ClaimedDelivery(
+        delivery_id=row.id,
+        attempts=row.attempts,
+        target=DeviceTarget(
+            device_id=row.device_id,
+            platform=Platform(row.platform),
+            token=row.token,
+            delivery_id=delivery_uuid(row.message_id, row.device_id, kind.value),
+            app=row.app,
+        ),
+        notification=Notification(
+            chat_id=row.chat_id,
+            message_id=row.message_id,
+            chat_title=row.title,
+            sender_name=row.sender_name,
+            preview=row.body if kind is NotificationKind.ALERT else "",
+            badge=badges.get(row.user_id) if kind is not NotificationKind.REMOVAL else None,
+            kind=kind,
+            earlier=earlier,
+        ),
+        skip=skip_reason(
+            SendTimeFacts(
+                kind=row.kind,
+                platform=row.platform,
                 device_active=bool(row.active),
                 device_owner_id=row.device_owner_id,
                 recipient_id=row.user_id,
                 is_member=row.member_id is not None,
-                muted=bool(row.muted),
+                notify_level=row.notify_level,
+                mentioned=row.mentioned_id is not None,
+                message_deleted=row.deleted_at is not None,
+                quiet_when_active=bool(row.quiet_when_active),
+                last_active_at=row.last_active_at,
             ),
+            now,
+        ),
+        sender_id=row.sender_id,
+        chat_id=row.chat_id,
+        batched=tuple(r.id for r in batches.get(row.id, [])),
+    )
+
+
+def _apply_email_digest(
+    conn: Connection,
+    rows: list[sa.Row[tuple[object, ...]]],
+    owner: str,
+    now: float,
+    lease: dict[str, object],
+    digest_seconds: float,
+) -> tuple[list[sa.Row[tuple[object, ...]]], dict[int, list[sa.Row[tuple[object, ...]]]]]:
+    """At most one email per device and chat per window: hold back emails inside the window,
+    and fold every waiting email of the same device and chat into the one that goes out."""
+    email_rows = [r for r in rows if r.platform == "email" and r.kind == "alert"]
+    if not email_rows:
+        return rows, {}
+    last_sent = {
+        (r.device_id, r.chat_id): r.last_sent_at
+        for r in conn.execute(
+            sa.select(email_digests).where(
+                email_digests.c.device_id.in_({r.device_id for r in email_rows})
+            )
         )
-        for row in rows
-    ]
+    }
+    kept: list[sa.Row[tuple[object, ...]]] = []
+    leaders: dict[tuple[int, int], sa.Row[tuple[object, ...]]] = {}
+    held: list[tuple[int, float]] = []
+    for row in rows:
+        if row.platform != "email" or row.kind != "alert":
+            kept.append(row)
+            continue
+        key = (row.device_id, row.chat_id)
+        opens_at = last_sent.get(key, 0.0) + digest_seconds
+        if opens_at > now:
+            held.append((row.id, opens_at))
+        elif key in leaders:
+            held.append((row.id, now))  # folded below into the leader's digest
+        else:
+            leaders[key] = row
+            kept.append(row)
+    for delivery_id, opens_at in held:
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == delivery_id)
+            .values(status="pending", next_attempt_at=opens_at, lease_until=None, lease_owner=None)
+        )
+    batches: dict[int, list[sa.Row[tuple[object, ...]]]] = {}
+    for (device_id, chat_id), leader in leaders.items():
+        waiting_ids = (
+            conn.execute(
+                sa.select(deliveries.c.id)
+                .join(messages, messages.c.id == deliveries.c.message_id)
+                .where(
+                    deliveries.c.device_id == device_id,
+                    deliveries.c.kind == "alert",
+                    deliveries.c.status.in_(("pending", "retrying")),
+                    deliveries.c.id != leader.id,
+                    messages.c.chat_id == chat_id,
+                    messages.c.deleted_at.is_(None),
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not waiting_ids:
+            continue
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id.in_(waiting_ids))
+            .values(status="sending", **lease)
+        )
+        folded = conn.execute(_details_query(list(waiting_ids))).all()
+        everything = sorted([*folded, leader], key=lambda r: r.message_id)
+        newest = everything[-1]
+        if newest.id != leader.id:
+            # The digest is sent as its newest message; the rest ride along as "earlier".
+            kept[kept.index(leader)] = newest
+        batches[newest.id] = [r for r in everything if r.id != newest.id]
+    return kept, batches
+
+
+@dataclass
+class Recorded:
+    counts: dict[str, int]
+    messages: set[int]  # alert deliveries of these messages changed: their senders may watch
 
 
 def record_outcomes(
@@ -150,21 +297,27 @@ def record_outcomes(
     results: Sequence[tuple[ClaimedDelivery, Outcome | None]],
     now: float,
     retry: RetryPolicy,
-) -> dict[str, int]:
-    """Write each outcome (None = skipped by policy); return how many rows got each status."""
+) -> Recorded:
+    """Write each outcome (None = skipped by policy) while the lease is still ours."""
     delivered: list[int] = []
     updates: list[dict[str, object]] = []
     dead_devices: dict[int, str] = {}
-    counts: dict[str, int] = {}
+    digests_sent: set[tuple[int, int]] = set()
+    recorded = Recorded(counts={}, messages=set())
     for claimed, outcome in results:
         status, values = _row_update(claimed, outcome, now, retry)
-        counts[status] = counts.get(status, 0) + 1
+        ids = (claimed.delivery_id, *claimed.batched)
+        recorded.counts[status] = recorded.counts.get(status, 0) + len(ids)
+        if claimed.notification.kind is NotificationKind.ALERT:
+            recorded.messages.add(claimed.notification.message_id)
         if status == "delivered":
-            delivered.append(claimed.delivery_id)
+            delivered.extend(ids)
+            if claimed.target.platform is Platform.EMAIL:
+                digests_sent.add((claimed.target.device_id, claimed.chat_id))
             continue
         if outcome is not None and outcome.kind is OutcomeKind.TOKEN_DEAD:
             dead_devices[claimed.target.device_id] = _error_text(outcome)
-        updates.append({"b_id": claimed.delivery_id, "b_status": status, **values})
+        updates.extend({"b_id": i, "b_status": status, **values} for i in ids)
     mine = deliveries.c.lease_owner == owner
     with db.write() as conn:
         if delivered:
@@ -203,7 +356,50 @@ def record_outcomes(
                 .where(devices.c.id == device_id)
                 .values(active=False, deactivated_reason=reason[:200], updated_at=now)
             )
-    return counts
+        for device_id, chat_id in digests_sent:
+            _mark_digest_sent(conn, db, device_id, chat_id, now)
+    return recorded
+
+
+def _mark_digest_sent(
+    conn: Connection, db: Database, device_id: int, chat_id: int, now: float
+) -> None:
+    dialect_insert = postgresql.insert if db.is_postgres else sqlite.insert
+    conn.execute(
+        dialect_insert(email_digests)
+        .values(device_id=device_id, chat_id=chat_id, last_sent_at=now)
+        .on_conflict_do_update(index_elements=["device_id", "chat_id"], set_={"last_sent_at": now})
+    )
+
+
+def delivery_summaries(
+    db: Database, message_ids: Sequence[int]
+) -> list[tuple[int, int, int, dict[str, int]]]:
+    """(message id, chat id, sender id, count per status) of each message's alert deliveries."""
+    if not message_ids:
+        return []
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                deliveries.c.message_id,
+                messages.c.chat_id,
+                messages.c.sender_id,
+                deliveries.c.status,
+                sa.func.count(),
+            )
+            .join(messages, messages.c.id == deliveries.c.message_id)
+            .where(deliveries.c.message_id.in_(list(message_ids)), deliveries.c.kind == "alert")
+            .group_by(
+                deliveries.c.message_id,
+                messages.c.chat_id,
+                messages.c.sender_id,
+                deliveries.c.status,
+            )
+        ).all()
+    summaries: dict[int, tuple[int, int, dict[str, int]]] = {}
+    for message_id, chat_id, sender_id, status, count in rows:
+        summaries.setdefault(message_id, (chat_id, sender_id, {}))[2][status] = int(count)
+    return [(m, c, s, counts) for m, (c, s, counts) in sorted(summaries.items())]
 
 
 def _row_update(

@@ -85,7 +85,7 @@ def expand_batch(
     with db.write() as conn:
         _extend_lease(conn, claim, owner, now, lease_seconds)
         batch = (
-            recipient_devices(claim.chat_id, claim.sender_id)
+            recipient_devices(claim.chat_id, claim.sender_id, claim.message_id)
             .where(devices.c.id > claim.expanded_through)
             .order_by(devices.c.id)
             .limit(batch_size)

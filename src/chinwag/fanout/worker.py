@@ -21,10 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from chinwag.chat import events
 from chinwag.fanout.deliveries import (
     ClaimedDelivery,
     RetryPolicy,
     claim_deliveries,
+    delivery_summaries,
     next_due_at,
     record_outcomes,
     release_deliveries,
@@ -57,6 +59,11 @@ class WorkerOptions:
     flush_size: int = 500
     shutdown_grace: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Email devices get at most one email per chat per this many seconds (0: one per message).
+    email_digest_seconds: float = 0.0
+    # Senders watching a message's delivery panel get an update at most this often.
+    summary_every: float = 0.5
+    prune_every: float = 3600.0
 
 
 def new_owner_id() -> str:
@@ -84,6 +91,9 @@ class Worker:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._results: list[tuple[ClaimedDelivery, Outcome | None]] = []
         self._last_flush = time.monotonic()
+        self._changed_messages: set[int] = set()
+        self._last_summary = 0.0
+        self._last_prune = 0.0
 
     def wake(self, _message_id: int | None = None) -> None:
         """Thread-safe: called by the doorbell listener when a message was stored."""
@@ -111,15 +121,18 @@ class Worker:
         finally:
             await self._shutdown()
 
-    async def run_until_idle(self, limit_seconds: float = 60.0) -> None:
-        """Work until nothing is due (tests and benchmarks); raise TimeoutError past timeout."""
+    async def run_until_idle(self, limit_seconds: float = 60.0, horizon: float = 0.5) -> None:
+        """Work until nothing falls due within ``horizon`` seconds (tests and benchmarks);
+        raise TimeoutError after ``limit_seconds``."""
         self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + limit_seconds
         while True:
             progressed = await self._step()
             if not progressed and not self._in_flight and not self._results:
                 due = await self._db(next_due_at, self.db, time.time())
-                if due is None or due > time.time() + 0.5:
+                if due is None or due > time.time() + horizon:
+                    if self._changed_messages:
+                        await self._publish_summaries()
                     return
             if time.monotonic() > deadline:
                 raise TimeoutError("fan-out did not finish in time")
@@ -171,6 +184,7 @@ class Worker:
                 time.time(),
                 opts.lease_seconds,
                 min(free, opts.claim_batch),
+                opts.email_digest_seconds,
             )
             for item in claimed:
                 self._start_send(item)
@@ -182,6 +196,13 @@ class Worker:
         ):
             await self._flush()
             progressed = True
+        if self._changed_messages and (
+            not self._in_flight or time.monotonic() - self._last_summary >= opts.summary_every
+        ):
+            await self._publish_summaries()
+        if time.monotonic() - self._last_prune >= opts.prune_every:
+            self._last_prune = time.monotonic()
+            await self._db(events.prune, self.db, time.time())
         return progressed
 
     def _start_send(self, item: ClaimedDelivery) -> None:
@@ -206,11 +227,18 @@ class Worker:
     async def _flush(self) -> None:
         results, self._results = self._results, []
         self._last_flush = time.monotonic()
-        counts = await self._db(
+        recorded = await self._db(
             record_outcomes, self.db, self.owner, results, time.time(), self.options.retry
         )
-        for status, count in counts.items():
+        for status, count in recorded.counts.items():
             self._count(status, count)
+        self._changed_messages |= recorded.messages
+
+    async def _publish_summaries(self) -> None:
+        """Tell each sender how their message's fan-out stands (the live delivery panel)."""
+        changed, self._changed_messages = self._changed_messages, set()
+        self._last_summary = time.monotonic()
+        await self._db(_publish_delivery_events, self.db, sorted(changed))
 
     async def _idle(self, stop: asyncio.Event) -> None:
         timeout = self.options.sweep_interval
@@ -260,6 +288,20 @@ class Worker:
 
     def _count(self, key: str, amount: int) -> None:
         self.stats[key] = self.stats.get(key, 0) + amount
+
+
+def _publish_delivery_events(db: Database, message_ids: list[int]) -> None:
+    summaries = delivery_summaries(db, message_ids)
+    if not summaries:
+        return
+    with db.write() as conn:
+        for message_id, chat_id, sender_id, counts in summaries:
+            events.append(
+                conn,
+                "delivery",
+                {"message_id": message_id, "chat_id": chat_id, "summary": counts},
+                user_id=sender_id,
+            )
 
 
 def run_worker_forever(

@@ -9,7 +9,7 @@ the rest of a batch.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -18,9 +18,13 @@ from typing import Protocol
 DELIVERY_ID_NAMESPACE = uuid.UUID("6f0e4c8e-5b7a-4e63-9a7e-0c6b1c9d2a11")
 
 
-def delivery_uuid(message_id: int, device_id: int) -> str:
-    """The stable id of one (message, device) pair, sent as ``apns-id`` and collapse keys."""
-    return str(uuid.uuid5(DELIVERY_ID_NAMESPACE, f"{message_id}:{device_id}"))
+def delivery_uuid(message_id: int, device_id: int, kind: str = "alert") -> str:
+    """The stable id of one (message, device) pair, sent as ``apns-id`` and collapse keys.
+
+    Silent updates (clear, removal) about the same message get ids of their own.
+    """
+    name = f"{message_id}:{device_id}" if kind == "alert" else f"{message_id}:{device_id}:{kind}"
+    return str(uuid.uuid5(DELIVERY_ID_NAMESPACE, name))
 
 
 class Platform(StrEnum):
@@ -31,9 +35,19 @@ class Platform(StrEnum):
     WEBHOOK = "webhook"
 
 
+class NotificationKind(StrEnum):
+    ALERT = "alert"  # a new message: shown to the user
+    CLEAR = "clear"  # silent: the user read up to message_id elsewhere; update badge, clear tray
+    REMOVAL = "removal"  # silent: message_id was deleted; withdraw its notification
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """What every notification carries (DESIGN.md): title, "<sender>: <preview>", ids."""
+    """What every notification carries (DESIGN.md): title, "<sender>: <preview>", ids.
+
+    ``earlier`` holds (sender, preview) of messages batched into the same email digest, oldest
+    first; the main message is the newest.
+    """
 
     chat_id: int
     message_id: int
@@ -41,6 +55,8 @@ class Notification:
     sender_name: str
     preview: str
     badge: int | None = None
+    kind: NotificationKind = NotificationKind.ALERT
+    earlier: tuple[tuple[str, str], ...] = ()
 
     @property
     def title(self) -> str:
@@ -50,10 +66,12 @@ class Notification:
     def body(self) -> str:
         return f"{self.sender_name}: {self.preview}"
 
+    @property
+    def is_silent(self) -> bool:
+        return self.kind is not NotificationKind.ALERT
+
     def with_preview(self, preview: str) -> Notification:
-        return Notification(
-            self.chat_id, self.message_id, self.chat_title, self.sender_name, preview, self.badge
-        )
+        return replace(self, preview=preview)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ from chinwag.web.services import Services
 log = logging.getLogger("chinwag.web")
 
 MAX_ID = 2**63 - 1
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_PARAM = re.compile(r"<(\w+):int>")
 _ANY_PARAM = re.compile(r"<(\w+)(?::\w+)?>")
 
@@ -53,7 +55,7 @@ class RequestContext:
         return self.user
 
 
-RouteHandler = Callable[..., BaseModel | None]
+RouteHandler = Callable[..., BaseModel | Iterator[str] | None]
 
 
 @dataclass
@@ -69,6 +71,9 @@ class Route:
     auth: bool = True
     errors: tuple[int, ...] = ()
     tag: str = "chat"
+    # The handler may return an iterator of text (Server-Sent Events) instead of a model, and
+    # the token may come as ?access_token= (EventSource cannot set headers).
+    stream: bool = False
 
     @property
     def openapi_path(self) -> str:
@@ -97,17 +102,18 @@ class Api:
             app.route(route.path, route.method, _endpoint(route, services))
 
 
-def _endpoint(route: Route, services: Services) -> Callable[..., str]:
-    def endpoint(**path_params: int) -> str:
+def _endpoint(route: Route, services: Services) -> Callable[..., str | Iterator[str]]:
+    def endpoint(**path_params: int | str) -> str | Iterator[str]:
         response = bottle.response
         response.content_type = "application/json"
         try:
-            for name, value in path_params.items():
-                if not 0 < value <= MAX_ID:
+            for name in route.path_params:  # the <name:int> ones; <username> is text
+                value = path_params[name]
+                if not isinstance(value, int) or not 0 < value <= MAX_ID:
                     raise HttpError(404, "not_found", f"no such {name.removesuffix('_id')}")
             context = RequestContext(
                 services=services,
-                user=_authenticate(services) if route.auth else None,
+                user=_authenticate(services, route.stream) if route.auth else None,
                 body=_parse_body(route, services) if route.body else None,
                 query=_parse_query(route) if route.query else None,
             )
@@ -115,7 +121,9 @@ def _endpoint(route: Route, services: Services) -> Callable[..., str]:
             response.status = route.status
             if result is None:
                 return ""
-            return result.model_dump_json()
+            if isinstance(result, BaseModel):
+                return result.model_dump_json()
+            return result  # a stream route's iterator of text
         except HttpError as exc:
             return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
         except RateLimited as exc:
@@ -156,8 +164,10 @@ def error_response(
     return json.dumps({"error": error})
 
 
-def _authenticate(services: Services) -> User:
+def _authenticate(services: Services, token_in_query: bool = False) -> User:
     header = bottle.request.get_header("Authorization", "")
+    if not header and token_in_query and bottle.request.query.get("access_token"):
+        header = "Bearer " + bottle.request.query.get("access_token", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <token>' (POST /v1/tokens gives one)")
@@ -187,14 +197,48 @@ def _parse_body(route: Route, services: Services) -> BaseModel:
         raise HttpError(400, "bad_request", "the JSON is nested too deeply") from None
     except ValueError as exc:
         raise HttpError(400, "bad_request", f"malformed JSON: {exc}") from None
+    _check_document(document)
     if not isinstance(document, dict):
         raise HttpError(422, "invalid_input", "the body must be a JSON object")
     return _validate(route.body, document)
 
 
+def _check_document(document: Any) -> None:
+    """Refuse what no route needs and no database can store, before anything looks at it.
+
+    No request body nests more than a few levels, so a deep one is an attack or a bug; and a NUL
+    character or an unpaired surrogate is valid JSON but PostgreSQL rejects the first and UTF-8
+    cannot encode the second, which would otherwise surface as a 500 after validation passed.
+    """
+    pending: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise HttpError(400, "bad_request", "the JSON is nested too deeply")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, where or "body")
+                pending.append((item, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}.{i}", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, where or "body")
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text or _SURROGATE.search(text):
+        raise InvalidInput(
+            f"{where}: text must not contain NUL characters or unpaired surrogates", field=where
+        )
+
+
 def _parse_query(route: Route) -> BaseModel:
     assert route.query is not None
-    return _validate(route.query, dict(bottle.request.query.decode().items()))
+    try:
+        query = dict(bottle.request.query.decode().items())
+    except UnicodeError:
+        raise HttpError(400, "bad_request", "the query string is not valid UTF-8") from None
+    return _validate(route.query, query)
 
 
 def _validate(model: type[BaseModel], document: dict[str, Any]) -> BaseModel:

@@ -76,10 +76,10 @@ def _operation(route: Route, ref_of: dict[type[BaseModel], str]) -> dict[str, An
             "content": {"application/json": {"schema": {"$ref": ref_of[route.body]}}},
         }
     if route.response is not None:
-        operation["responses"][str(route.status)] = {
-            "description": "Success",
-            "content": {"application/json": {"schema": {"$ref": ref_of[route.response]}}},
-        }
+        content: dict[str, Any] = {"application/json": {"schema": {"$ref": ref_of[route.response]}}}
+        if route.stream:
+            content["text/event-stream"] = {"schema": {"type": "string"}}
+        operation["responses"][str(route.status)] = {"description": "Success", "content": content}
     else:
         operation["responses"][str(route.status)] = {"description": "Done, no content"}
     statuses = set(route.errors)

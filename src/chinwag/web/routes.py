@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from chinwag import __version__
 from chinwag.chat import accounts, chats, devices, messages
-from chinwag.chat.errors import NotFound
+from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Device, Message, User
 from chinwag.web import schemas as s
 from chinwag.web.api import Api, RequestContext
@@ -31,6 +31,8 @@ def chat_out(chat: Chat, *, with_members: bool) -> s.ChatOut:
         title=chat.title,
         created_at=chat.created_at,  # type: ignore[arg-type]  # pydantic parses epoch seconds
         muted=chat.muted,
+        notify=chat.notify,  # type: ignore[arg-type]  # one of NOTIFY_LEVELS
+        unread=chat.unread,
         members=[s.MemberOut.model_validate(m) for m in chat.members] if with_members else None,
     )
 
@@ -44,6 +46,8 @@ def message_out(message: Message) -> s.MessageOut:
         body=message.body,
         client_id=message.client_id,
         created_at=message.created_at,  # type: ignore[arg-type]
+        edited_at=message.edited_at,  # type: ignore[arg-type]
+        deleted=message.deleted,
     )
 
 
@@ -218,7 +222,11 @@ def remove_member(ctx: RequestContext, chat_id: int, username: str) -> None:
 )
 def update_settings(ctx: RequestContext, chat_id: int) -> s.ChatOut:
     body: s.ChatSettings = ctx.body
-    chat = chats.update_settings(ctx.services.db, ctx.member, chat_id, muted=body.muted)
+    if body.muted is None and body.notify is None:
+        raise InvalidInput("send muted or notify", field="notify")
+    chat = chats.update_settings(
+        ctx.services.db, ctx.member, chat_id, muted=body.muted, notify=body.notify
+    )
     return chat_out(chat, with_members=False)
 
 

@@ -112,7 +112,12 @@ class AddMember(RequestBody):
 
 
 class ChatSettings(RequestBody):
-    muted: bool
+    muted: bool | None = Field(default=None, description='true means notify "none"')
+    notify: Literal["all", "mentions", "none"] | None = Field(
+        default=None,
+        description='all: every message; mentions: only @mentions of you; none: nothing but '
+        "@mentions of you. Takes precedence over muted.",
+    )
 
 
 class MemberOut(Response):
@@ -126,6 +131,8 @@ class ChatOut(Response):
     title: str
     created_at: datetime
     muted: bool = Field(description="The requesting member's own setting")
+    notify: Literal["all", "mentions", "none"] = Field(description="Your notify level here")
+    unread: int = Field(description="Messages after your read marker, not your own")
     members: list[MemberOut] | None = None
 
 
@@ -160,6 +167,8 @@ class MessageOut(Response):
     body: str
     client_id: str | None
     created_at: datetime
+    edited_at: datetime | None = None
+    deleted: bool = False
 
 
 class SendOut(Response):

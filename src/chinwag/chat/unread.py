@@ -1,0 +1,55 @@
+"""Unread counts and badges: messages after a member's read marker that are not their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from chinwag.store.schema import memberships, messages
+
+
+def unread_counts(
+    conn: Connection, user_id: int, chat_ids: Iterable[int] | None = None
+) -> dict[int, int]:
+    """Messages after the member's read marker, not their own, not deleted: per chat."""
+    query = (
+        sa.select(memberships.c.chat_id, sa.func.count(messages.c.id))
+        .select_from(memberships)
+        .join(
+            messages,
+            (messages.c.chat_id == memberships.c.chat_id)
+            & (messages.c.id > memberships.c.last_read_message_id)
+            & (messages.c.sender_id != memberships.c.user_id)
+            & messages.c.deleted_at.is_(None),
+        )
+        .where(memberships.c.user_id == user_id)
+        .group_by(memberships.c.chat_id)
+    )
+    if chat_ids is not None:
+        query = query.where(memberships.c.chat_id.in_(list(chat_ids)))
+    return {chat_id: int(count) for chat_id, count in conn.execute(query)}
+
+
+def badge_counts(conn: Connection, user_ids: Iterable[int]) -> dict[int, int]:
+    """Each user's total unread over the chats that may notify them (not notify level "none")."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        sa.select(memberships.c.user_id, sa.func.count(messages.c.id))
+        .select_from(memberships)
+        .join(
+            messages,
+            (messages.c.chat_id == memberships.c.chat_id)
+            & (messages.c.id > memberships.c.last_read_message_id)
+            & (messages.c.sender_id != memberships.c.user_id)
+            & messages.c.deleted_at.is_(None),
+        )
+        .where(memberships.c.user_id.in_(ids), memberships.c.notify_level != "none")
+        .group_by(memberships.c.user_id)
+    )
+    counts = dict.fromkeys(ids, 0)
+    counts.update({user_id: int(count) for user_id, count in rows})
+    return counts
