@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 import redis as redis_lib
+from waitress import wasyncore
 from waitress.server import create_server
 
 from chinwag.config import Settings
@@ -106,7 +107,12 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
     def stop(self) -> None:
-        self.server.close()
+        # Workers first: a worker finishing a response pulls the trigger, which must still be
+        # open. Then close the sockets from the server's own loop thread: closing them under its
+        # running select() kills that thread with EBADF and leaves the worker threads behind.
+        self.server.task_dispatcher.shutdown()
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+        self.thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.conftest import Api, LiveServer
+from tests.fanout.recording import RecordingDispatcher
 
 from chinwag.config import Settings
 from chinwag.fanout import Worker, WorkerOptions
 from chinwag.push.model import NotificationKind
 from chinwag.store.database import Database
 from chinwag.web import Services
-from tests.conftest import Api, LiveServer
-from tests.fanout.recording import RecordingDispatcher
 
 
 def _run(db: Database, dispatcher: RecordingDispatcher, digest: float = 0.0) -> None:

@@ -8,8 +8,12 @@ from typing import Any
 
 import bottle
 
+from chinwag.web import admin as _admin  # noqa: F401  -- declares /v1/admin/stats on `api`
+from chinwag.web import conversations as _conversations  # noqa: F401  -- declares its routes
 from chinwag.web.api import error_response
+from chinwag.web.metrics import mount_metrics
 from chinwag.web.openapi import build_openapi
+from chinwag.web.pages import mount_pages
 from chinwag.web.routes import api
 from chinwag.web.services import Services
 
@@ -20,6 +24,8 @@ def create_app(services: Services) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     api.mount(app, services)
+    mount_pages(app)
+    mount_metrics(app, services.db)
     openapi_document = json.dumps(build_openapi(api))
 
     def openapi() -> str:
