@@ -136,7 +136,9 @@ def test_mixed_platform_group_gets_exactly_the_expected_notifications(
     assert apns.payload["aps"]["alert"] == {"title": "Lunch", "body": "Alice: Pizza at noon?"}
     assert apns.payload["chat_id"] == chat["id"] and apns.payload["message_id"] == message_id
     fcm = providers.fcm.accepted[0].message
-    assert fcm["data"] == {"chat_id": str(chat["id"]), "message_id": str(message_id)}
+    # The badge is bob's unread total: this one message.
+    assert fcm["data"] == {"chat_id": str(chat["id"]), "message_id": str(message_id), "badge": "1"}
+    assert apns.payload["aps"]["badge"] == 1
     assert fcm["notification"] == {"title": "Lunch", "body": "Alice: Pizza at noon?"}
     push = providers.webpush.accepted[0].payload
     assert push["title"] == "Lunch" and push["message_id"] == message_id

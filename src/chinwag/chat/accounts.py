@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from chinwag.chat.errors import Conflict, InvalidInput, Unauthorized
 from chinwag.chat.models import User
@@ -56,6 +57,16 @@ def create_user(db: Database, username: str, password: str, display_name: str | 
         raise InvalidInput("password must be at least 8 characters", field="password")
     password_hash = _hasher.hash(password)  # slow on purpose: outside the transaction
     now = time.time()
+    try:
+        return _insert_user(db, name, display_name, password_hash, now)
+    except IntegrityError:
+        # Two sign-ups for one name at once (PostgreSQL lets them overlap): the other one won.
+        raise Conflict(f"username {name!r} is taken", field="username") from None
+
+
+def _insert_user(
+    db: Database, name: str, display_name: str | None, password_hash: str, now: float
+) -> User:
     with db.write() as conn:
         if conn.execute(sa.select(users.c.id).where(users.c.username == name)).first():
             raise Conflict(f"username {name!r} is taken", field="username")

@@ -7,6 +7,7 @@ import time
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from chinwag.chat.accounts import normalize_username, users_by_name
 from chinwag.chat.errors import Forbidden, InvalidInput, NotFound
@@ -122,6 +123,15 @@ def get_chat(db: Database, user: User, chat_id: int) -> Chat:
 
 def add_member(db: Database, user: User, chat_id: int, username: str) -> Chat:
     name = normalize_username(username)
+    try:
+        return _add_member_once(db, user, chat_id, name)
+    except IntegrityError:
+        # A concurrent request added the same member between our check and our insert (only
+        # PostgreSQL lets the two overlap); the membership exists now, which is what was asked.
+        return _add_member_once(db, user, chat_id, name)
+
+
+def _add_member_once(db: Database, user: User, chat_id: int, name: str) -> Chat:
     with db.write() as conn:
         require_member(conn, chat_id, user.id)
         found = users_by_name(conn, [name])

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Device, User
@@ -86,6 +87,15 @@ def register_device(
     if not APP_NAME.fullmatch(app):
         raise InvalidInput("app must be 1-64 characters: letters, digits, _ . -", field="app")
     canonical = normalize_token(platform, token, allow_private)
+    try:
+        return _upsert_device(db, user, platform, app, canonical)
+    except IntegrityError:
+        # The same address registered concurrently (PostgreSQL lets the two overlap): the other
+        # insert won, so this time the device is found and moved to this user.
+        return _upsert_device(db, user, platform, app, canonical)
+
+
+def _upsert_device(db: Database, user: User, platform: str, app: str, canonical: str) -> Device:
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     now = time.time()
     key = (devices.c.platform == platform) & (devices.c.app == app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import sqlalchemy as sa
 
@@ -19,6 +20,7 @@ api = Api()
 
 AUTH_ERRORS = (401, 422)
 CHAT_ERRORS = (401, 404, 422)
+CHAT_ID_TEXT = re.compile(r"[0-9]+")
 
 
 def user_out(user: User) -> s.UserOut:
@@ -276,7 +278,10 @@ def send_message(ctx: RequestContext, chat_id: int) -> s.SendOut:
 def legacy_send(ctx: RequestContext) -> s.SendOut:
     body: s.LegacySend = ctx.body
     conversation = body.conversation
-    if isinstance(conversation, str) and conversation.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if isinstance(conversation, str) and CHAT_ID_TEXT.fullmatch(conversation):
+        if len(conversation) > 19:  # beyond any id, and int() refuses 4300+ digits
+            raise NotFound("no such chat")
         conversation = int(conversation)
     if isinstance(conversation, int):
         chat_id = conversation

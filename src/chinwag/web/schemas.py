@@ -115,7 +115,7 @@ class ChatSettings(RequestBody):
     muted: bool | None = Field(default=None, description='true means notify "none"')
     notify: Literal["all", "mentions", "none"] | None = Field(
         default=None,
-        description='all: every message; mentions: only @mentions of you; none: nothing but '
+        description="all: every message; mentions: only @mentions of you; none: nothing but "
         "@mentions of you. Takes precedence over muted.",
     )
 
