@@ -1,0 +1,309 @@
+"""Apple Push Notification service: the HTTP/2 provider API with token (JWT) authentication.
+
+One ``ApnsSender`` per app (per ``ApnsSettings``). It keeps a few HTTP/2 connections open and
+multiplexes every notification over them as streams, at most ``max_in_flight`` at once.
+
+Provider tokens: Apple rejects a JWT older than an hour and answers TooManyProviderTokenUpdates
+to a provider that changes it more often than every 20 minutes, so one JWT per signing key is
+shared by every sender in the process and replaced after 40 minutes. An ExpiredProviderToken
+answer forces a replacement and one immediate re-send, but only when the JWT in use is at least
+20 minutes old; a younger JWT called expired means the clock or the key is wrong, and the answer
+stands as MISCONFIGURED (see ``chinwag.push.outcome``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import h2.exceptions
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from chinwag.config import ApnsSettings
+from chinwag.push.endpoints import provider_ssl_context
+from chinwag.push.h2pool import H2Pool, H2Response, H2Unavailable
+from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.outcome import classify_apns, connection_failure, parse_retry_after
+
+MAX_PAYLOAD_BYTES = 4096
+TOKEN_REFRESH_AFTER = 40 * 60.0
+TOKEN_MIN_LIFETIME = 20 * 60.0
+EXPIRATION_SECONDS = 24 * 3600
+ELLIPSIS = "…"
+# Device tokens are 32 bytes today; Apple reserves the right to make them longer.
+_DEVICE_TOKEN = re.compile(r"[0-9a-fA-F]{64,200}")
+
+
+# --- provider tokens ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderToken:
+    value: str
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An APNs .p8 key with the ids that go into its JWTs."""
+
+    key_id: str
+    team_id: str
+    private_key: ec.EllipticCurvePrivateKey
+    # Which key signs: two .p8 files under one key id (only ever in tests) never share a JWT.
+    fingerprint: str
+
+    @classmethod
+    def load(cls, settings: ApnsSettings) -> SigningKey:
+        """Read the .p8 file Apple issues (PKCS#8 PEM, P-256). Raises OSError / ValueError."""
+        key = serialization.load_pem_private_key(settings.key_file.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
+            key.curve, ec.SECP256R1
+        ):
+            raise ValueError(f"{settings.key_file} is not an APNs .p8 key (P-256 EC private key)")
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        fingerprint = hashlib.sha256(public).hexdigest()[:16]
+        return cls(settings.key_id, settings.team_id, key, fingerprint)
+
+    @property
+    def slot(self) -> tuple[str, str, str]:
+        return (self.key_id, self.team_id, self.fingerprint)
+
+
+class ProviderTokens:
+    """The process's provider JWTs, one per (key id, team id), shared by every sender."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # workers may run several event loops in threads
+        self._tokens: dict[tuple[str, str, str], ProviderToken] = {}
+        self.issued = 0
+
+    def current(self, key: SigningKey) -> ProviderToken:
+        token = self._tokens.get(key.slot)
+        if token is not None and self._fresh(token):
+            return token
+        with self._lock:
+            token = self._tokens.get(key.slot)
+            if token is None or not self._fresh(token):
+                token = self._issue(key)
+                self._tokens[key.slot] = token
+            return token
+
+    def expire(self, key: SigningKey, rejected: ProviderToken) -> bool:
+        """Apple called ``rejected`` expired. True when a different JWT is now available."""
+        with self._lock:
+            token = self._tokens.get(key.slot)
+            if token is not None and token.value != rejected.value:
+                return True  # another request already replaced it
+            if self._clock() - rejected.issued_at < TOKEN_MIN_LIFETIME:
+                return False
+            self._tokens.pop(key.slot, None)
+            return True
+
+    def _fresh(self, token: ProviderToken) -> bool:
+        age = self._clock() - token.issued_at
+        # A JWT from the future (the wall clock went back) would be refused by Apple.
+        return -60 <= age < TOKEN_REFRESH_AFTER
+
+    def _issue(self, key: SigningKey) -> ProviderToken:
+        now = self._clock()
+        value = jwt.encode(
+            {"iss": key.team_id, "iat": int(now)},
+            key.private_key,
+            algorithm="ES256",
+            headers={"kid": key.key_id},
+        )
+        self.issued += 1
+        return ProviderToken(value, now)
+
+
+PROVIDER_TOKENS = ProviderTokens()
+
+
+# --- payload ---------------------------------------------------------------------------------
+
+
+def apns_payload(notification: Notification) -> bytes:
+    """The JSON payload, at most 4096 bytes: the preview is shortened (with "…") to fit."""
+    payload = _render(notification)
+    if len(payload) <= MAX_PAYLOAD_BYTES:
+        return payload
+    fitted = _shorten_preview(notification)
+    if fitted is not None:
+        return fitted
+    # Even an empty preview does not fit: the title or the sender's name is huge. Cap both.
+    capped = replace(
+        notification,
+        chat_title=_cut(notification.chat_title, 200),
+        sender_name=_cut(notification.sender_name, 100),
+    )
+    return _shorten_preview(capped) or _render(capped.with_preview(ELLIPSIS))
+
+
+def _render(notification: Notification) -> bytes:
+    if notification.is_silent:
+        return _render_silent(notification)
+    aps: dict[str, Any] = {
+        "alert": {"title": notification.title, "body": notification.body},
+        "sound": "default",
+    }
+    if notification.badge is not None:
+        aps["badge"] = notification.badge
+    aps["thread-id"] = f"chat-{notification.chat_id}"
+    aps["mutable-content"] = 1
+    document = {
+        "aps": aps,
+        "chat_id": notification.chat_id,
+        "message_id": notification.message_id,
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _render_silent(notification: Notification) -> bytes:
+    """A background push: the app updates its badge and removes read or deleted notifications
+    (the ones whose apns-collapse-id names these messages) without alerting the user."""
+    aps: dict[str, Any] = {"content-available": 1}
+    if notification.badge is not None:
+        aps["badge"] = notification.badge
+    document = {
+        "aps": aps,
+        "type": notification.kind.value,
+        "chat_id": notification.chat_id,
+        "message_id": notification.message_id,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _shorten_preview(notification: Notification) -> bytes | None:
+    """The longest preview prefix (plus "…") that fits, by binary search over characters."""
+    preview = notification.preview
+    low, high = 0, len(preview)  # invariant: a prefix of `low` characters fits
+    if len(_render(notification.with_preview(ELLIPSIS))) > MAX_PAYLOAD_BYTES:
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        candidate = notification.with_preview(_cut(preview, middle))
+        if len(_render(candidate)) <= MAX_PAYLOAD_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return _render(notification.with_preview(_cut(preview, low)))
+
+
+def _cut(text: str, length: int) -> str:
+    if len(text) <= length:
+        return text
+    return text[:length].rstrip() + ELLIPSIS
+
+
+# --- the sender ------------------------------------------------------------------------------
+
+
+class ApnsSender:
+    """Sends to one app's devices (one APNs topic) over long-lived HTTP/2 connections."""
+
+    platform = Platform.APNS
+
+    def __init__(
+        self,
+        settings: ApnsSettings,
+        *,
+        ca_file: Path | None = None,
+        max_in_flight: int = 500,
+        timeout: float = 10.0,
+        max_connections: int = 2,
+        tokens: ProviderTokens | None = None,
+    ) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._key = SigningKey.load(settings)
+        self._tokens = tokens if tokens is not None else PROVIDER_TOKENS
+        context = provider_ssl_context(ca_file)
+        context.set_alpn_protocols(["h2"])
+        self._pool = H2Pool(
+            settings.url, context, max_connections=max_connections, connect_timeout=timeout
+        )
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+
+    @property
+    def connections_opened(self) -> int:
+        return self._pool.connections_opened
+
+    async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
+        if not _DEVICE_TOKEN.fullmatch(device.token):
+            # Never put a malformed token into a URL path; Apple would say the same.
+            return Outcome(OutcomeKind.TOKEN_DEAD, reason="BadDeviceToken")
+        payload = apns_payload(notification)
+        async with self._in_flight:
+            token = self._tokens.current(self._key)
+            outcome = await self._post(device, notification, payload, token)
+            if outcome.reason == "ExpiredProviderToken" and self._tokens.expire(self._key, token):
+                token = self._tokens.current(self._key)
+                outcome = await self._post(device, notification, payload, token)
+        return outcome
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def _post(
+        self,
+        device: DeviceTarget,
+        notification: Notification,
+        payload: bytes,
+        token: ProviderToken,
+    ) -> Outcome:
+        silent = notification.is_silent
+        headers = [
+            ("authorization", f"bearer {token.value}"),
+            ("apns-topic", self.settings.topic),
+            # Apple requires background pushes to be sent with priority 5.
+            ("apns-push-type", "background" if silent else "alert"),
+            ("apns-priority", "5" if silent else "10"),
+            ("apns-expiration", str(int(time.time()) + EXPIRATION_SECONDS)),
+        ]
+        if not silent:
+            # Per message: a re-sent duplicate replaces the first instead of showing twice.
+            headers.append(("apns-collapse-id", f"m{notification.message_id}"))
+        try:
+            response = await self._pool.request(
+                "POST",
+                f"/3/device/{device.token.lower()}",
+                headers,
+                payload,
+                time_limit=self.timeout,
+                unindexed=[("apns-id", device.delivery_id)],
+            )
+        except H2Unavailable as exc:
+            return connection_failure(exc.reason)
+        except h2.exceptions.ProtocolError as exc:
+            return connection_failure(f"HTTP/2 protocol error: {exc}")
+        except OSError as exc:
+            return connection_failure(f"{type(exc).__name__}: {exc}")
+        return _outcome_of(response)
+
+
+def _outcome_of(response: H2Response) -> Outcome:
+    if response.status == 200:
+        return classify_apns(200, None, None)
+    reason: str | None = None
+    try:
+        document = json.loads(response.body) if response.body else None
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("reason"), str):
+        reason = document["reason"]
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    return classify_apns(response.status, reason, retry_after)

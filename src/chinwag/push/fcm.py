@@ -1,0 +1,277 @@
+"""Android (and any FCM client) over FCM HTTP v1 with a service-account OAuth2 grant.
+
+The legacy FCM API is gone (2024); v1 needs a short-lived OAuth2 access token obtained with a
+JWT-bearer grant signed by the service account's RSA key. The token is cached until five minutes
+before it expires and refreshed by one caller at a time, so a burst of sends never stampedes the
+token endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h2.exceptions
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chinwag.config import ConfigError, FcmSettings
+from chinwag.push.endpoints import provider_ssl_context
+from chinwag.push.h2pool import H2Pool, H2Response, H2Unavailable
+from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.outcome import classify_fcm, connection_failure, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+MESSAGING_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# Refresh this long before the access token expires, so no request carries a token that dies
+# in flight.
+TOKEN_REFRESH_MARGIN = 300.0
+# After a refused token grant, answer from memory for this long instead of asking again.
+GRANT_REFUSED_HOLD = 60.0
+GRANT_RETRY_HOLD = 2.0
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    project_id: str
+    client_email: str
+    private_key: str
+    token_uri: str
+
+    @classmethod
+    def load(cls, path: Path) -> ServiceAccount:
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"FCM credentials {str(path)!r} cannot be read: {exc}") from None
+        except ValueError:
+            raise ConfigError(f"FCM credentials {str(path)!r} are not JSON") from None
+        fields = ("project_id", "client_email", "private_key", "token_uri")
+        if not isinstance(values, dict):
+            raise ConfigError(f"FCM credentials {str(path)!r} are not a JSON object")
+        missing = [name for name in fields if not isinstance(values.get(name), str)]
+        if missing:
+            raise ConfigError(f"FCM credentials {str(path)!r} lack {missing}")
+        account = cls(**{name: values[name] for name in fields})
+        try:
+            account.signing_key()
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"FCM credentials {str(path)!r}: private_key is not an RSA key"
+            ) from None
+        return account
+
+    def signing_key(self) -> rsa.RSAPrivateKey:
+        key = serialization.load_pem_private_key(self.private_key.encode(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("not an RSA key")
+        return key
+
+
+class _GrantFailed(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def fcm_message(device: DeviceTarget, notification: Notification) -> dict[str, Any]:
+    """The v1 ``message`` for one device; FCM requires every ``data`` value to be a string."""
+    data = {"chat_id": str(notification.chat_id), "message_id": str(notification.message_id)}
+    if notification.badge is not None:
+        data["badge"] = str(notification.badge)
+    if notification.is_silent:
+        # A data-only message: the app updates its badge and cancels the read or deleted
+        # message's notification itself; nothing is shown.
+        data["type"] = notification.kind.value
+        return {"message": {"token": device.token, "data": data, "android": {"priority": "normal"}}}
+    return {
+        "message": {
+            "token": device.token,
+            "notification": {"title": notification.title, "body": notification.body},
+            "data": data,
+            "android": {"collapse_key": f"chat-{notification.chat_id}", "priority": "high"},
+        }
+    }
+
+
+class FcmSender:
+    """One FCM project (one service account); the registry keeps one per app."""
+
+    platform = Platform.FCM
+
+    def __init__(
+        self,
+        settings: FcmSettings,
+        ca_file: Path | None = None,
+        max_in_flight: int = 500,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.account = ServiceAccount.load(settings.credentials)
+        self.timeout = timeout
+        self._send_path = f"/v1/projects/{self.account.project_id}/messages:send"
+        context = provider_ssl_context(ca_file)
+        # Sends go through the h2 pool (httpx's HTTP/2 manages only a few hundred a second);
+        # the rare token grant keeps httpx, since Google's token host is another origin.
+        self._grant_client = httpx.AsyncClient(
+            http2=True, verify=context, timeout=httpx.Timeout(timeout)
+        )
+        h2_context = provider_ssl_context(ca_file)
+        h2_context.set_alpn_protocols(["h2"])
+        try:
+            self._pool = H2Pool(settings.url, h2_context, connect_timeout=timeout)
+        except ValueError as exc:
+            raise ConfigError(f"FCM url {settings.url!r}: {exc}") from None
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._token_lock = asyncio.Lock()
+        self._signing_key = self.account.signing_key()
+        self._access_token: str | None = None
+        self._token_expires_at = 0.0
+        # The last refused grant and until when to repeat its answer instead of asking again,
+        # so a broken account or a token endpoint outage is not hammered by every send.
+        self._grant_refusal: Outcome | None = None
+        self._grant_refused_until = 0.0
+
+    @property
+    def connections_opened(self) -> int:
+        return self._pool.connections_opened
+
+    async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
+        body = json.dumps(fcm_message(device, notification)).encode()
+        async with self._in_flight:
+            try:
+                token = await self._current_token()
+                response = await self._post(body, token)
+                if response.status == 401:
+                    # The token may have been revoked or expired early: one fresh token, once.
+                    token = await self._current_token(stale=token)
+                    response = await self._post(body, token)
+            except _GrantFailed as failure:
+                return failure.outcome
+            except H2Unavailable as exc:
+                return connection_failure(exc.reason)
+            except h2.exceptions.ProtocolError as exc:
+                return connection_failure(f"HTTP/2 protocol error: {exc}")
+            except OSError as exc:
+                return connection_failure(f"{type(exc).__name__}: {exc}")
+        return _outcome_of(response)
+
+    async def _post(self, body: bytes, token: str) -> H2Response:
+        headers = [("authorization", f"Bearer {token}"), ("content-type", "application/json")]
+        return await self._pool.request(
+            "POST", self._send_path, headers, body, time_limit=self.timeout
+        )
+
+    async def _current_token(self, *, stale: str | None = None) -> str:
+        if self._token_is_fresh(stale):
+            assert self._access_token is not None
+            return self._access_token
+        async with self._token_lock:
+            # Another caller may have refreshed while we waited for the lock.
+            if self._token_is_fresh(stale):
+                assert self._access_token is not None
+                return self._access_token
+            if self._grant_refusal is not None and time.monotonic() < self._grant_refused_until:
+                raise _GrantFailed(self._grant_refusal)
+            try:
+                self._access_token, self._token_expires_at = await self._grant()
+            except _GrantFailed as failure:
+                self._grant_refusal = failure.outcome
+                self._grant_refused_until = time.monotonic() + _refusal_hold(failure.outcome)
+                raise
+            self._grant_refusal = None
+            return self._access_token
+
+    def _token_is_fresh(self, stale: str | None) -> bool:
+        return (
+            self._access_token is not None
+            and self._access_token != stale
+            and time.time() < self._token_expires_at - TOKEN_REFRESH_MARGIN
+        )
+
+    async def _grant(self) -> tuple[str, float]:
+        now = int(time.time())
+        claims = {
+            "iss": self.account.client_email,
+            "scope": MESSAGING_SCOPE,
+            "aud": self.account.token_uri,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        assertion = jwt.encode(claims, self._signing_key, algorithm="RS256")
+        try:
+            response = await self._grant_client.post(
+                self.account.token_uri,
+                data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
+            )
+        except httpx.TimeoutException:
+            raise _GrantFailed(connection_failure("oauth_timeout")) from None
+        except httpx.HTTPError as exc:
+            raise _GrantFailed(connection_failure(f"oauth_{type(exc).__name__}")) from None
+        if response.status_code != 200:
+            raise _GrantFailed(_grant_failure(response))
+        try:
+            answer = response.json()
+            token = str(answer["access_token"])
+            expires_in = float(answer.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError):
+            raise _GrantFailed(
+                Outcome(OutcomeKind.RETRY, reason="oauth_bad_response", status=200)
+            ) from None
+        log.info("fcm access token granted for project %s", self.account.project_id)
+        return token, time.time() + expires_in
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+        await self._grant_client.aclose()
+
+
+def _refusal_hold(outcome: Outcome) -> float:
+    """How long a refused grant is answered from memory: long when only a human can fix it."""
+    if outcome.kind is OutcomeKind.MISCONFIGURED:
+        return GRANT_REFUSED_HOLD
+    return min(outcome.retry_after or GRANT_RETRY_HOLD, GRANT_REFUSED_HOLD)
+
+
+def _grant_failure(response: httpx.Response) -> Outcome:
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    if status == 429 or status >= 500:
+        return Outcome(OutcomeKind.RETRY, f"oauth_http_{status}", retry_after, status)
+    # 400 invalid_grant / 401 invalid_client: the service account is wrong; retrying won't help.
+    error = "oauth_error"
+    with contextlib.suppress(ValueError, AttributeError):
+        error = f"oauth_{json.loads(response.content).get('error', 'error')}"
+    log.error("fcm token grant refused: HTTP %s %s", status, error)
+    return Outcome(OutcomeKind.MISCONFIGURED, error, None, status)
+
+
+def _outcome_of(response: H2Response) -> Outcome:
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    if response.status == 200:
+        return classify_fcm(200, None, (), retry_after)
+    error_status, details = _error_of(response.body)
+    return classify_fcm(response.status, error_status, details, retry_after)
+
+
+def _error_of(content: bytes) -> tuple[str | None, Sequence[Mapping[str, Any]]]:
+    """The v1 error's ``status`` and ``details``; tolerant of the non-JSON bodies proxies send."""
+    try:
+        error = json.loads(content)["error"]
+        status = error.get("status")
+        details = [item for item in error.get("details", []) if isinstance(item, Mapping)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, ()
+    return (status if isinstance(status, str) else None), details

@@ -1,0 +1,531 @@
+"""A small HTTP/2 client: a few long-lived TLS connections, many streams on each.
+
+Why not httpx: measured against the APNs fake in one process, httpx's HTTP/2 path managed a few
+hundred requests a second, an order of magnitude below what one worker must send. This client
+drives the sans-IO ``h2`` state machine from an ``asyncio.Protocol`` directly: a request is one
+future, answers are matched to it by stream id, and every frame written in the same loop iteration
+leaves in a single write.
+
+Failures that are the connection's (refused by GOAWAY, reset, dropped, timed out, cannot connect)
+raise ``H2Unavailable`` with a short reason; the caller turns that into a RETRY outcome. Whatever
+the server answered, even an error status, is an ``H2Response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hpack import Encoder, NeverIndexedHeaderTuple
+
+log = logging.getLogger(__name__)
+
+# Our receive windows: large, so a burst of answers never waits for our WINDOW_UPDATEs.
+_RECEIVE_WINDOW = 2**24
+_FIRST_CONNECT_BACKOFF = 0.5
+_MAX_CONNECT_BACKOFF = 30.0
+
+
+class H2Unavailable(Exception):
+    """No answer, because of the connection rather than the server: the request may be re-sent."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class H2Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class H2Pool:
+    """Connections to one origin (``https://host[:port]``), opened lazily, reused forever.
+
+    A new connection is opened only when every open one is at the server's
+    SETTINGS_MAX_CONCURRENT_STREAMS, up to ``max_connections``; beyond that requests wait for a
+    free stream. A failed connect is not retried for a growing moment (Apple treats rapid
+    reconnects as abuse); requests in that moment fail fast with the connect error.
+    """
+
+    def __init__(
+        self,
+        origin: str,
+        ssl_context: ssl.SSLContext,
+        *,
+        max_connections: int = 2,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        parts = urlsplit(origin)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"an HTTP/2 origin must be https://host[:port], got {origin!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 443
+        self.authority = parts.netloc.rsplit("@", 1)[-1]
+        self._authority = self.authority.encode()
+        self.base_path = parts.path.rstrip("/")
+        self.connections_opened = 0
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._connections: list[_ClientConnection] = []
+        self._connecting: asyncio.Task[_ClientConnection] | None = None
+        self._stream_freed = asyncio.Event()
+        self._backoff = 0.0
+        self._retry_connect_at = 0.0
+        self._connect_error = ""
+        self._closed = False
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        *,
+        time_limit: float,
+        unindexed: Sequence[tuple[str, str]] = (),
+    ) -> H2Response:
+        """Send one request and wait for the whole answer, at most ``time_limit`` seconds.
+
+        ``unindexed`` headers are unique to this request (an id, say): they are kept out of the
+        HPACK table, as the path is, so that the repeated ones (the bearer token) stay indexed
+        and cost one byte per request instead of being evicted and re-sent in full.
+        """
+        deadline = time.monotonic() + time_limit
+        try:
+            async with asyncio.timeout(time_limit):
+                connection = await self._connection()
+        except TimeoutError:
+            raise H2Unavailable("timeout waiting for a connection") from None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise H2Unavailable("timeout")
+        block: list[tuple[bytes, bytes]] = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", self._authority),
+            NeverIndexedHeaderTuple(b":path", (self.base_path + path).encode()),
+        ]
+        block += [(name.encode(), value.encode()) for name, value in headers]
+        block += [
+            NeverIndexedHeaderTuple(name.encode(), value.encode()) for name, value in unindexed
+        ]
+        exchange = connection.start(block, body)
+        try:
+            async with asyncio.timeout(remaining):
+                return await exchange.future
+        except TimeoutError:
+            connection.check_alive(self._connect_timeout)
+            raise H2Unavailable("timeout") from None
+        finally:
+            if not exchange.future.done():
+                connection.cancel(exchange.stream_id)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for connection in self._connections if connection.usable)
+
+    async def _connection(self) -> _ClientConnection:
+        while True:
+            if self._closed:
+                raise H2Unavailable("closed")
+            usable = [c for c in self._connections if c.usable]
+            if len(usable) != len(self._connections):
+                self._connections = usable
+            for connection in usable:
+                if connection.has_capacity():
+                    return connection
+            if len(usable) < self._max_connections:
+                # Loop again rather than take the new connection: every waiter of a shared
+                # attempt gets it, and together they may be more than it has streams for.
+                await self._connect_once()
+                continue
+            self._stream_freed.clear()
+            await self._stream_freed.wait()
+
+    def _freed(self) -> None:
+        self._stream_freed.set()
+
+    async def _connect_once(self) -> _ClientConnection:
+        """Open one connection; concurrent callers share the attempt."""
+        if self._connecting is None:
+            if time.monotonic() < self._retry_connect_at:
+                raise H2Unavailable(self._connect_error)
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        task = self._connecting
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+
+    async def _connect(self) -> _ClientConnection:
+        loop = asyncio.get_running_loop()
+        connection = _ClientConnection(self._freed)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await loop.create_connection(
+                    lambda: connection,
+                    self.host,
+                    self.port,
+                    ssl=self._ssl_context,
+                    server_hostname=self.host,
+                )
+                await connection.ready
+        except (OSError, TimeoutError, H2Unavailable) as exc:
+            connection.close()
+            reason = exc.reason if isinstance(exc, H2Unavailable) else _describe(exc)
+            self._backoff = min(_MAX_CONNECT_BACKOFF, self._backoff * 2 or _FIRST_CONNECT_BACKOFF)
+            self._retry_connect_at = time.monotonic() + self._backoff
+            self._connect_error = f"connect failed: {reason}"
+            log.warning(
+                "cannot connect to %s:%s (%s); next try in %.1f s",
+                self.host,
+                self.port,
+                reason,
+                self._backoff,
+            )
+            raise H2Unavailable(self._connect_error) from None
+        self._backoff = 0.0
+        self.connections_opened += 1
+        self._connections.append(connection)
+        return connection
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS verification failed: {exc.verify_message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _LeanH2Connection(h2.connection.H2Connection):
+    """h2 counts open streams by walking all of them for every new stream: O(n) per request,
+    a fifth of the sender's CPU at 500 in flight. We count our own streams; h2's walk, which
+    also forgets closed streams, runs every 128th time only.
+    """
+
+    def __init__(self, config: h2.config.H2Configuration, open_streams: Callable[[], int]) -> None:
+        super().__init__(config)
+        self.encoder = _PlainLiteralEncoder()
+        self._count_open = open_streams
+        self._counts_since_walk = 0
+
+    def _open_streams(self, remainder: int) -> int:
+        self._counts_since_walk += 1
+        if self._counts_since_walk >= 128:
+            self._counts_since_walk = 0
+            return super()._open_streams(remainder)
+        return self._count_open()
+
+
+class _PlainLiteralEncoder(Encoder):
+    """HPACK without Huffman coding of literals. The literals left are the per-request ones
+    (path, id); Huffman would save ~20 bytes of each, at a pure-Python cost on both ends that
+    capped the fake's throughput below the sender's."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
+class _Exchange:
+    __slots__ = ("body", "future", "headers", "status", "stream_id")
+
+    def __init__(self, stream_id: int, future: asyncio.Future[H2Response]) -> None:
+        self.stream_id = stream_id
+        self.future = future
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+
+
+class _ClientConnection(asyncio.Protocol):
+    def __init__(self, on_stream_freed: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._exchanges: dict[int, _Exchange] = {}
+        self._h2 = _LeanH2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                # We build the headers ourselves, lower-case and valid; checking them again per
+                # request costs more than the rest of the send.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            ),
+            open_streams=self._exchanges.__len__,
+        )
+        self._h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _RECEIVE_WINDOW,
+            },
+        )
+        self._on_stream_freed = on_stream_freed
+        self._transport: asyncio.Transport | None = None
+        self._unsent: dict[int, memoryview] = {}  # request bodies waiting for flow-control window
+        self._flush_scheduled = False
+        self._ping_deadline: asyncio.TimerHandle | None = None
+        self.usable = False
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+
+    def has_capacity(self) -> bool:
+        return len(self._exchanges) < self._h2.remote_settings.max_concurrent_streams
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            self._fail_ready(H2Unavailable("server did not agree to HTTP/2 (ALPN h2)"))
+            transport.close()
+            return
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(_RECEIVE_WINDOW)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._terminate(f"protocol error: {exc}")
+            return
+        for event in events:
+            self._dispatch(event)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        if self._ping_deadline is not None:
+            self._ping_deadline.cancel()
+            self._ping_deadline = None
+        self._fail_ready(H2Unavailable("connection closed during setup"))
+        self._fail_all("connection_lost")
+        self._on_stream_freed()  # requests waiting for a stream may now open a new connection
+
+    # Requests
+
+    def start(self, headers: list[tuple[bytes, bytes]], body: bytes) -> _Exchange:
+        try:
+            stream_id = self._h2.get_next_available_stream_id()
+            self._h2.send_headers(stream_id, headers, end_stream=not body)
+        except h2.exceptions.TooManyStreamsError:
+            raise H2Unavailable("no free stream") from None  # the connection itself is fine
+        except h2.exceptions.NoAvailableStreamIDError:
+            self.usable = False  # a billion streams: time for a fresh connection
+            raise H2Unavailable("stream ids exhausted") from None
+        except h2.exceptions.ProtocolError as exc:
+            self.usable = False
+            raise H2Unavailable(f"cannot open stream: {exc}") from None
+        exchange = _Exchange(stream_id, self._loop.create_future())
+        self._exchanges[stream_id] = exchange
+        if body:
+            self._unsent[stream_id] = memoryview(body)
+            self._send_bodies()
+        self._schedule_flush()
+        return exchange
+
+    def cancel(self, stream_id: int) -> None:
+        """The caller gave up (timeout, cancellation): free the stream on both sides."""
+        if self._exchanges.pop(stream_id, None) is None:
+            return
+        self._unsent.pop(stream_id, None)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._schedule_flush()
+        self._on_stream_freed()
+        self._close_if_drained()
+
+    def check_alive(self, within: float) -> None:
+        """A request timed out: one slow answer, or a dead peer (a NAT forgot us, say)? A PING
+        tells; without its ACK in ``within`` seconds the connection is abandoned, so later
+        requests do not all wait out their timeouts on it."""
+        if self._ping_deadline is not None or not self.usable:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.ping(b"chinwag!")
+            self._schedule_flush()
+        self._ping_deadline = self._loop.call_later(within, self._ping_unanswered)
+
+    def _ping_unanswered(self) -> None:
+        self._ping_deadline = None
+        self.usable = False
+        log.warning("HTTP/2 connection does not answer PING; abandoning it")
+        if self._transport is not None:
+            self._transport.abort()
+        self._fail_all("connection_lost")
+
+    def close(self) -> None:
+        self.usable = False
+        if self._transport is not None and not self._transport.is_closing():
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._h2.close_connection()
+            self._flush()
+            self._transport.close()
+        self._fail_all("closed")
+
+    # Events
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            assert event.stream_id is not None and event.data is not None
+            exchange = self._exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.body += event.data
+            self._h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+        elif isinstance(event, h2.events.ResponseReceived):
+            assert event.stream_id is not None and event.headers is not None
+            exchange = self._exchanges.get(event.stream_id)
+            if exchange is not None:
+                _read_headers(exchange, event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            assert event.stream_id is not None
+            exchange = self._exchanges.pop(event.stream_id, None)
+            if exchange is not None:
+                if not exchange.future.done():
+                    exchange.future.set_result(
+                        H2Response(exchange.status, exchange.headers, bytes(exchange.body))
+                    )
+                self._on_stream_freed()
+                self._close_if_drained()
+        elif isinstance(event, h2.events.StreamReset):
+            assert event.stream_id is not None
+            self._fail(event.stream_id, f"stream reset ({_error_name(event.error_code)})")
+        elif isinstance(event, h2.events.WindowUpdated):
+            if self._unsent:
+                self._send_bodies()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if not self.ready.done():
+                self.usable = True
+                self.ready.set_result(None)
+            if self._unsent:
+                self._send_bodies()
+            self._on_stream_freed()  # the stream limit may have grown
+        elif isinstance(event, h2.events.PingAckReceived):
+            if self._ping_deadline is not None:
+                self._ping_deadline.cancel()
+                self._ping_deadline = None
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._goaway(event)
+
+    def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        """Streams above last_stream_id were never processed: fail them now, let the rest finish."""
+        self.usable = False
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        for stream_id in [sid for sid in self._exchanges if sid > last]:
+            self._fail(stream_id, "goaway")
+        self._fail_ready(H2Unavailable("goaway during setup"))
+        self._close_if_drained()
+
+    def _send_bodies(self) -> None:
+        for stream_id, body in list(self._unsent.items()):
+            try:
+                window = min(
+                    self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
+                )
+                while window > 0 and body:
+                    chunk, body = body[:window], body[window:]
+                    self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not body)
+                    window = min(
+                        self._h2.local_flow_control_window(stream_id),
+                        self._h2.max_outbound_frame_size,
+                    )
+            except h2.exceptions.ProtocolError:
+                self._unsent.pop(stream_id, None)
+                self._fail(stream_id, "stream closed while sending")
+                continue
+            if body:
+                self._unsent[stream_id] = body
+            else:
+                del self._unsent[stream_id]
+
+    def _fail(self, stream_id: int, reason: str) -> None:
+        self._unsent.pop(stream_id, None)
+        exchange = self._exchanges.pop(stream_id, None)
+        if exchange is None:
+            return
+        if not exchange.future.done():
+            exchange.future.set_exception(H2Unavailable(reason))
+        self._on_stream_freed()
+        self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        """After GOAWAY, the connection lives only as long as its last processed streams."""
+        if not self.usable and not self._exchanges and self._transport is not None:
+            self._transport.close()
+
+    def _fail_all(self, reason: str) -> None:
+        for stream_id in list(self._exchanges):
+            self._fail(stream_id, reason)
+
+    def _fail_ready(self, exc: H2Unavailable) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+            self.ready.exception()  # retrieved here: nobody may be waiting any more
+
+    def _terminate(self, reason: str) -> None:
+        self.usable = False
+        log.warning("HTTP/2 connection abandoned: %s", reason)
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+        self._fail_all(reason)
+
+    # Output
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+def _read_headers(exchange: _Exchange, headers: list[tuple[bytes, bytes]]) -> None:
+    for name, value in headers:
+        if name == b":status":
+            exchange.status = int(value)
+        else:
+            exchange.headers[name.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+
+
+def _error_name(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return str(code)

@@ -1,0 +1,93 @@
+"""Signed webhooks: the notification as JSON, POSTed to a URL the user registered.
+
+The receiver proves the request came from us with ``X-Chinwag-Signature: sha256=<hex HMAC of
+the raw body>``. The URL is user input, so the SSRF guard checks it before every request and
+redirects are never followed (a redirect could point anywhere the guard refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chinwag.push.endpoints import (
+    Allowance,
+    EndpointClient,
+    EndpointUnavailable,
+    check_endpoint_async,
+)
+from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.outcome import classify_webhook, connection_failure, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "x-chinwag-signature"
+DELIVERY_HEADER = "x-chinwag-delivery"
+
+
+def webhook_body(device: DeviceTarget, notification: Notification) -> bytes:
+    payload: dict[str, Any] = {
+        "chat_id": notification.chat_id,
+        "message_id": notification.message_id,
+        "title": notification.title,
+        "body": notification.body,
+        "sender": notification.sender_name,
+        "preview": notification.preview,
+        "delivery_id": device.delivery_id,
+    }
+    if notification.badge is not None:
+        payload["badge"] = notification.badge
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookSender:
+    platform = Platform.WEBHOOK
+
+    def __init__(
+        self,
+        secret: str | None,
+        ca_file: Path | None = None,
+        allow_private: Sequence[str] = (),
+        max_in_flight: int = 500,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self._secret = secret
+        self._allowance = Allowance.parse(allow_private)
+        self._client = EndpointClient(ca_file, timeout=timeout)
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+
+    async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
+        body = webhook_body(device, notification)
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            (DELIVERY_HEADER, device.delivery_id),
+        ]
+        if self._secret is not None:
+            headers.append((SIGNATURE_HEADER, sign(self._secret, body)))
+        async with self._in_flight:
+            refusal = await check_endpoint_async(device.token, self._allowance)
+            if refusal is not None:
+                log.warning("webhook to device %s refused: %s", device.device_id, refusal)
+                return Outcome(OutcomeKind.REJECTED, reason="endpoint_refused")
+            try:
+                response = await self._client.post(device.token, headers, body)
+            except EndpointUnavailable as exc:
+                return connection_failure(exc.reason)
+        retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+        return classify_webhook(response.status, retry_after)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

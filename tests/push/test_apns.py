@@ -1,0 +1,525 @@
+"""The APNs sender against the APNs fake, over real TLS and HTTP/2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from chinwag.fakes.apns import FakeApns
+from chinwag.fakes.faults import FaultPlan
+from chinwag.fakes.tls import TestPKI, make_pki
+from chinwag.push.apns import (
+    MAX_PAYLOAD_BYTES,
+    TOKEN_MIN_LIFETIME,
+    TOKEN_REFRESH_AFTER,
+    ApnsSender,
+    ProviderTokens,
+    SigningKey,
+    apns_payload,
+)
+from chinwag.push.model import (
+    DeviceTarget,
+    Notification,
+    NotificationKind,
+    Outcome,
+    OutcomeKind,
+    Platform,
+    delivery_uuid,
+)
+
+NOTE = Notification(
+    chat_id=7, message_id=42, chat_title="Climbing", sender_name="Ann", preview="Rope?", badge=3
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _device(device_id: int = 1, token: str | None = None) -> DeviceTarget:
+    return DeviceTarget(
+        device_id,
+        Platform.APNS,
+        token or secrets.token_hex(32),
+        delivery_uuid(NOTE.message_id, device_id),
+    )
+
+
+Scenario = Callable[[FakeApns, Callable[..., ApnsSender]], Awaitable[None]]
+
+
+def _run(pki: TestPKI, directory: Path, scenario: Scenario, **fake_options: Any) -> FakeApns:
+    """Start a fake, hand the scenario a sender factory, close every sender afterwards."""
+
+    async def main() -> FakeApns:
+        fake = FakeApns(pki, directory, **fake_options)
+        senders: list[ApnsSender] = []
+
+        def sender(**options: Any) -> ApnsSender:
+            settings = options.pop("settings", None) or fake.settings()
+            options.setdefault("ca_file", pki.ca_file)
+            created = ApnsSender(settings, **options)
+            senders.append(created)
+            return created
+
+        async with fake:
+            try:
+                await scenario(fake, sender)
+            finally:
+                for created in senders:
+                    await created.aclose()
+        return fake
+
+    return asyncio.run(main())
+
+
+def test_delivers_with_exact_headers_and_payload(pki: TestPKI, tmp_path: Path) -> None:
+    """A send is DELIVERED and Apple receives the documented headers and payload, byte-exact."""
+    device = _device()
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        outcome = await sender().send(device, NOTE)
+        assert outcome == Outcome(OutcomeKind.DELIVERED, status=200)
+
+    fake = _run(pki, tmp_path, scenario)
+    [record] = fake.accepted
+    assert record.token == device.token
+    assert record.apns_id == device.delivery_id
+    headers = record.headers
+    assert headers["apns-topic"] == "com.example.chat"
+    assert headers["apns-push-type"] == "alert"
+    assert headers["apns-priority"] == "10"
+    assert headers["apns-collapse-id"] == "m42"  # per message: a re-send replaces, never doubles
+    assert headers["apns-id"] == device.delivery_id
+    assert abs(int(headers["apns-expiration"]) - (time.time() + 86400)) < 60
+    bearer = headers["authorization"].removeprefix("bearer ")
+    assert jwt.get_unverified_header(bearer)["kid"] == fake.key_id
+    claims = jwt.decode(bearer, fake.public_key, algorithms=["ES256"])
+    assert claims["iss"] == fake.team_id
+    assert abs(claims["iat"] - time.time()) < 60
+    assert record.payload == {
+        "aps": {
+            "alert": {"title": "Climbing", "body": "Ann: Rope?"},
+            "sound": "default",
+            "badge": 3,
+            "thread-id": "chat-7",
+            "mutable-content": 1,
+        },
+        "chat_id": 7,
+        "message_id": 42,
+    }
+
+
+def test_badge_is_left_out_when_unknown() -> None:
+    """Without a badge count the payload carries no badge key (so the icon is left alone)."""
+    payload = json.loads(apns_payload(replace(NOTE, badge=None)))
+    assert "badge" not in payload["aps"]
+
+
+def test_dead_and_malformed_tokens_are_token_dead(pki: TestPKI, tmp_path: Path) -> None:
+    """410 Unregistered is TOKEN_DEAD; a non-hex token is TOKEN_DEAD without any request."""
+    dead = _device(1)
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.dead_tokens.add(dead.token)
+        apns = sender()
+        outcome = await apns.send(dead, NOTE)
+        assert (outcome.kind, outcome.reason, outcome.status) == (
+            OutcomeKind.TOKEN_DEAD,
+            "Unregistered",
+            410,
+        )
+        requests = fake.stats.requests
+        malformed = await apns.send(_device(2, token="../../3/device/" + "a" * 64), NOTE)
+        assert (malformed.kind, malformed.reason) == (OutcomeKind.TOKEN_DEAD, "BadDeviceToken")
+        assert fake.stats.requests == requests
+
+    assert _run(pki, tmp_path, scenario).accepted == []
+
+
+def test_wrong_topic_is_misconfigured_and_foreign_token_is_dead(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """A topic the key may not push to is MISCONFIGURED; a token of another app is TOKEN_DEAD."""
+    foreign = _device(2)
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        wrong = sender(settings=fake.settings(topic="com.example.other"))
+        outcome = await wrong.send(_device(1), NOTE)
+        assert (outcome.kind, outcome.reason) == (OutcomeKind.MISCONFIGURED, "BadTopic")
+        fake.topics.add("com.example.other")
+        fake.token_topics[foreign.token] = "com.example.other"
+        outcome = await sender().send(foreign, NOTE)
+        assert (outcome.kind, outcome.reason) == (OutcomeKind.TOKEN_DEAD, "DeviceTokenNotForTopic")
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_several_apps_share_one_fake_each_with_its_topic(pki: TestPKI, tmp_path: Path) -> None:
+    """Two apps (two senders, two topics) each deliver under their own apns-topic."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.topics.add("com.example.work")
+        chat, work = sender(), sender(settings=fake.settings(topic="com.example.work"))
+        outcomes = await asyncio.gather(chat.send(_device(1), NOTE), work.send(_device(2), NOTE))
+        assert {outcome.kind for outcome in outcomes} == {OutcomeKind.DELIVERED}
+
+    fake = _run(pki, tmp_path, scenario)
+    assert sorted(record.headers["apns-topic"] for record in fake.accepted) == [
+        "com.example.chat",
+        "com.example.work",
+    ]
+
+
+def test_key_not_matching_the_key_id_is_misconfigured(pki: TestPKI, tmp_path: Path) -> None:
+    """A JWT signed by a different .p8 under the right key id is InvalidProviderToken."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        impostor = FakeApns(pki, tmp_path / "other", key_id=fake.key_id, team_id=fake.team_id)
+        settings = replace(fake.settings(), key_file=impostor.key_file)
+        outcome = await sender(settings=settings).send(_device(), NOTE)
+        assert (outcome.kind, outcome.reason, outcome.status) == (
+            OutcomeKind.MISCONFIGURED,
+            "InvalidProviderToken",
+            403,
+        )
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_unreadable_key_fails_at_construction(tmp_path: Path, pki: TestPKI) -> None:
+    """A key file that is not a P-256 .p8 raises ValueError when the sender is built."""
+    fake = FakeApns(pki, tmp_path)
+    fake.key_file.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ValueError):
+        ApnsSender(fake.settings())
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "reason"),
+    [("429", 429, "TooManyRequests"), ("5xx", 503, "ServiceUnavailable")],
+)
+def test_throttling_and_outages_retry_after_the_given_time(
+    pki: TestPKI, tmp_path: Path, fault: str, status: int, reason: str
+) -> None:
+    """429 and 503 are RETRY with Apple's reason and the Retry-After seconds."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.faults = FaultPlan(error_rate=1.0, faults=(fault,), retry_after=7)
+        outcome = await sender().send(_device(), NOTE)
+        assert outcome == Outcome(OutcomeKind.RETRY, reason, 7.0, status)
+
+    _run(pki, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("fault", ["drop", "goaway"])
+def test_lost_connection_is_retry_and_next_send_reconnects(
+    pki: TestPKI, tmp_path: Path, fault: str
+) -> None:
+    """A dropped connection or GOAWAY gives RETRY (no exception); the next send reconnects."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        apns = sender()
+        assert (await apns.send(_device(1), NOTE)).kind is OutcomeKind.DELIVERED
+        fake.faults = FaultPlan(error_rate=1.0, faults=(fault,))
+        lost = await apns.send(_device(2), NOTE)
+        assert lost.kind is OutcomeKind.RETRY
+        assert lost.reason == ("goaway" if fault == "goaway" else "connection_lost")
+        fake.faults = FaultPlan()
+        assert (await apns.send(_device(3), NOTE)).kind is OutcomeKind.DELIVERED
+
+    fake = _run(pki, tmp_path, scenario)
+    assert fake.stats.connections_opened == 2
+    assert len(fake.accepted) == 2
+
+
+def test_connection_faults_under_load_give_retry_never_an_exception(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """GOAWAYs and drops among 300 concurrent sends: every outcome DELIVERED or RETRY."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.faults = FaultPlan(latency=0.005, error_rate=0.01, faults=("goaway", "drop"), seed=3)
+        apns = sender(max_in_flight=20)
+        outcomes = await asyncio.gather(*(apns.send(_device(i), NOTE) for i in range(300)))
+        kinds = [outcome.kind for outcome in outcomes]
+        assert set(kinds) == {OutcomeKind.DELIVERED, OutcomeKind.RETRY}
+        # At least once: an answer lost with its connection may follow an accepted notification.
+        assert kinds.count(OutcomeKind.DELIVERED) <= len(fake.accepted)
+        assert apns.connections_opened == fake.stats.connections_opened >= 2
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_stalled_stream_times_out_as_retry_without_blocking_others(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """A stalled answer becomes RETRY after the sender's timeout; the connection stays usable."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        apns = sender(timeout=0.3)
+        fake.faults = FaultPlan(error_rate=1.0, faults=("stall",), stall_seconds=10)
+        started = time.perf_counter()
+        outcome = await apns.send(_device(1), NOTE)
+        assert (outcome.kind, outcome.reason) == (OutcomeKind.RETRY, "timeout")
+        assert 0.3 <= time.perf_counter() - started < 5  # the stall lasts 10 s
+        fake.faults = FaultPlan()
+        assert (await apns.send(_device(2), NOTE)).kind is OutcomeKind.DELIVERED
+        assert apns.connections_opened == 1
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_unreachable_or_untrusted_provider_is_retry(pki: TestPKI, tmp_path: Path) -> None:
+    """No listener, or a certificate we do not trust, gives RETRY with the reason, not a raise."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        nowhere = replace(fake.settings(), url=f"https://127.0.0.1:{closed_port}")
+        outcome = await sender(settings=nowhere).send(_device(), NOTE)
+        assert outcome.kind is OutcomeKind.RETRY
+        assert outcome.reason.startswith("connect failed")
+        untrusting = sender(ca_file=None)
+        outcome = await untrusting.send(_device(), NOTE)
+        assert outcome.kind is OutcomeKind.RETRY
+        assert "TLS verification failed" in outcome.reason
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_jwt_is_shared_by_senders_and_not_reissued_per_request(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """Two senders for one key send 100 notifications with one single JWT between them."""
+    tokens = ProviderTokens()
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        first, second = sender(tokens=tokens), sender(tokens=tokens)
+        outcomes = await asyncio.gather(
+            *(first.send(_device(i), NOTE) for i in range(50)),
+            *(second.send(_device(i + 50), NOTE) for i in range(50)),
+        )
+        assert {outcome.kind for outcome in outcomes} == {OutcomeKind.DELIVERED}
+
+    fake = _run(pki, tmp_path, scenario)
+    assert fake.distinct_jwts == 1
+    assert tokens.issued == 1
+
+
+def test_default_token_cache_is_process_wide(pki: TestPKI, tmp_path: Path) -> None:
+    """Senders built without an explicit cache share the module-level one."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        await sender().send(_device(1), NOTE)
+        await sender().send(_device(2), NOTE)
+
+    assert _run(pki, tmp_path, scenario).distinct_jwts == 1
+
+
+def test_provider_token_refresh_schedule(tmp_path: Path, pki: TestPKI) -> None:
+    """The JWT is reused for 40 minutes, and a forced refresh is refused within 20 minutes."""
+    key = SigningKey.load(FakeApns(pki, tmp_path).settings())
+    now = [1_000_000.0]
+    tokens = ProviderTokens(clock=lambda: now[0])
+    first = tokens.current(key)
+    now[0] += TOKEN_REFRESH_AFTER - 1
+    assert tokens.current(key) is first
+    assert tokens.expire(key, first) is True  # older than 20 minutes: may be replaced
+    second = tokens.current(key)
+    assert second.value != first.value
+    now[0] += TOKEN_MIN_LIFETIME - 1
+    assert tokens.expire(key, second) is False  # an ExpiredProviderToken storm changes nothing
+    assert tokens.current(key) is second
+    now[0] += TOKEN_REFRESH_AFTER
+    assert tokens.current(key).value != second.value
+    assert tokens.issued == 3
+
+
+def test_expired_provider_token_is_refreshed_once_then_delivered(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """Apple calling a 30-minute-old JWT expired forces one refresh and a successful re-send."""
+    real = time.time()
+    clock = [real - 30 * 60]
+    tokens = ProviderTokens(clock=lambda: clock[0])
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.token_max_age = 25 * 60
+        apns = sender(tokens=tokens)
+        tokens.current(SigningKey.load(fake.settings()))  # issued 30 minutes ago
+        clock[0] = real
+        outcome = await apns.send(_device(), NOTE)
+        assert outcome.kind is OutcomeKind.DELIVERED
+        assert tokens.issued == 2
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_expired_provider_token_on_a_young_jwt_is_misconfigured(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """A JWT younger than 20 minutes called expired (clock skew) is MISCONFIGURED, not re-signed."""
+    skewed = ProviderTokens(clock=lambda: time.time() - 2 * 3600)
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        outcome = await sender(tokens=skewed).send(_device(), NOTE)
+        assert (outcome.kind, outcome.reason) == (
+            OutcomeKind.MISCONFIGURED,
+            "ExpiredProviderToken",
+        )
+        assert skewed.issued == 1
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_long_message_is_truncated_to_fit_and_still_delivered(pki: TestPKI, tmp_path: Path) -> None:
+    """A 10 KB preview (multi-byte, quotes) is cut to fit 4096 bytes, ends in "…", is delivered."""
+    preview = ('Ünïcödé "quoted" \\ 漢字 🎉 ' * 400)[:10_000]
+    note = replace(NOTE, preview=preview)
+    payload = apns_payload(note)
+    assert len(payload) <= MAX_PAYLOAD_BYTES
+    assert len(payload) > MAX_PAYLOAD_BYTES - 8  # cut no more than needed
+    body = json.loads(payload)["aps"]["alert"]["body"]
+    assert body.endswith("…")
+    assert preview.startswith(body.removeprefix("Ann: ").removesuffix("…"))
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        assert (await sender().send(_device(), note)).kind is OutcomeKind.DELIVERED
+
+    fake = _run(pki, tmp_path, scenario)
+    assert fake.accepted[0].payload["aps"]["alert"]["body"] == body
+
+
+def test_huge_title_and_name_still_fit() -> None:
+    """Even a 5,000-character title and sender name give a valid payload under 4096 bytes."""
+    note = replace(NOTE, chat_title="T" * 5000, sender_name="N" * 5000, preview="p" * 5000)
+    payload = apns_payload(note)
+    assert len(payload) <= MAX_PAYLOAD_BYTES
+    assert json.loads(payload)["aps"]["alert"]["title"].endswith("…")
+
+
+def test_in_flight_bound_holds_and_streams_share_a_connection(pki: TestPKI, tmp_path: Path) -> None:
+    """With max_in_flight=20, the fake never sees more than 20 streams, all on one connection."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.faults = FaultPlan(latency=0.02)
+        apns = sender(max_in_flight=20)
+        outcomes = await asyncio.gather(*(apns.send(_device(i), NOTE) for i in range(300)))
+        assert {outcome.kind for outcome in outcomes} == {OutcomeKind.DELIVERED}
+
+    fake = _run(pki, tmp_path, scenario)
+    assert fake.stats.max_streams_in_flight == 20
+    assert fake.stats.connections_opened == 1
+
+
+def test_server_stream_limit_opens_a_second_connection(pki: TestPKI, tmp_path: Path) -> None:
+    """When the server allows 10 streams per connection, 30 in flight spread over 2 connections."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        fake.faults = FaultPlan(latency=0.05)
+        apns = sender(max_in_flight=30, max_connections=2)
+        await apns.send(_device(0), NOTE)  # learn the server's SETTINGS first
+        outcomes = await asyncio.gather(*(apns.send(_device(i), NOTE) for i in range(1, 91)))
+        assert {outcome.kind for outcome in outcomes} == {OutcomeKind.DELIVERED}
+
+    fake = _run(pki, tmp_path, scenario, max_concurrent_streams=10)
+    assert fake.stats.connections_opened == 2
+    assert fake.stats.max_streams_per_connection <= 10
+    assert fake.stats.max_streams_in_flight == 20
+
+
+class _FreezableProxy:
+    """A TCP relay whose current connections can be turned into black holes (a dead peer)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen: set[asyncio.StreamWriter] = set()
+        self.live: set[asyncio.StreamWriter] = set()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def freeze_current(self) -> None:
+        self.frozen |= self.live
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self.live:
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self.target_port
+        )
+        self.live |= {writer, upstream_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if sink not in self.frozen:
+                    sink.write(data)
+            sink.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+
+def test_silent_dead_connection_is_abandoned_after_an_unanswered_ping(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """When the peer goes silent, a timeout triggers a PING; no ACK means a fresh connection."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        proxy = _FreezableProxy(fake.server.port)
+        await proxy.start()
+        try:
+            via_proxy = replace(fake.settings(), url=f"https://127.0.0.1:{proxy.port}")
+            apns = sender(settings=via_proxy, timeout=0.3)
+            assert (await apns.send(_device(1), NOTE)).kind is OutcomeKind.DELIVERED
+            proxy.freeze_current()
+            lost = await apns.send(_device(2), NOTE)
+            assert (lost.kind, lost.reason) == (OutcomeKind.RETRY, "timeout")
+            await asyncio.sleep(0.5)  # the PING deadline (the connect timeout, 0.3 s) passes
+            assert (await apns.send(_device(3), NOTE)).kind is OutcomeKind.DELIVERED
+            assert apns.connections_opened == 2
+        finally:
+            await proxy.stop()
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_silent_clear_update_is_a_background_push(pki: TestPKI, tmp_path: Path) -> None:
+    """A CLEAR update goes as apns-push-type background, priority 5, badge, no alert."""
+    device = _device()
+    clear = replace(NOTE, kind=NotificationKind.CLEAR, preview="", badge=0)
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        outcome = await sender().send(device, clear)
+        assert outcome.kind is OutcomeKind.DELIVERED
+
+    fake = _run(pki, tmp_path, scenario)
+    [record] = fake.accepted
+    assert record.headers["apns-push-type"] == "background"
+    assert record.headers["apns-priority"] == "5"
+    assert "apns-collapse-id" not in record.headers
+    assert record.payload == {
+        "aps": {"content-available": 1, "badge": 0},
+        "type": "clear",
+        "chat_id": 7,
+        "message_id": 42,
+    }
