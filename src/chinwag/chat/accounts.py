@@ -19,7 +19,7 @@ from chinwag.store.database import Database
 from chinwag.store.schema import api_tokens, users
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,31}$")
-TOKEN_PREFIX = "cw_"  # noqa: S105 -- a visible prefix helps secret scanners, not a secret
+TOKEN_PREFIX = "cw_"  # a visible prefix helps secret scanners find leaked tokens
 
 _hasher = PasswordHasher()
 # Verified when the username is unknown, so a failed sign-in takes as long either way and does not

@@ -19,6 +19,8 @@ from chinwag.web.services import Services
 
 log = logging.getLogger("chinwag.web")
 
+ERROR_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 416: "bad_range"}
+
 
 def create_app(services: Services) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
@@ -58,10 +60,11 @@ def create_app(services: Services) -> bottle.Bottle:
         return error_response(500, "internal", "internal error; it has been logged")
 
     def other_error(error: bottle.HTTPError) -> str:
+        # Errors raised by Bottle itself (static files, oversized bodies) in the contract's shape.
         status = error.status_code
         if status == 413:
             return error_response(413, "too_large", "request body too large")
-        code = "bad_request" if status < 500 else "internal"
+        code = ERROR_CODES.get(status, "bad_request" if status < 500 else "internal")
         return error_response(status, code, str(error.body or error.status_line))
 
     app.error_handler.update({404: not_found, 405: method_not_allowed, 500: server_error})
