@@ -26,6 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chinwag.fakes.suite import main as fakes_main
 
         return fakes_main(arguments[1:])
+    if arguments[:1] == ["demo"]:
+        from chinwag.demo import run_demo
+        from chinwag.logs import configure_logging
+
+        configure_logging(json_lines=False, level="WARNING")
+        return run_demo(Settings.from_env(), arguments[1:])
     args = _parser().parse_args(arguments)
     try:
         settings = Settings.from_env()
@@ -61,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="the fan-out worker")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     sub.add_parser("fakes", help="local fake APNs/FCM/Web Push/SMTP/webhook servers (--help)")
+    sub.add_parser("demo", help="fakes + seeded users + web + worker: see a fan-out (--help)")
     admin = sub.add_parser("admin", help="grant (or --revoke) operator rights to a user")
     admin.add_argument("username")
     admin.add_argument("--revoke", action="store_true")
