@@ -123,7 +123,8 @@ def rung() -> list[int]:
 
 @pytest.fixture
 def server(db: Database, rung: list[int]) -> Iterator[LiveServer]:
-    live = LiveServer(Services(Settings(database_url=db.url), db, ring_doorbell=rung.append))
+    settings = Settings(database_url=db.url, stream_heartbeat_seconds=0.5)
+    live = LiveServer(Services(settings, db, ring_doorbell=rung.append))
     yield live
     live.stop()
 

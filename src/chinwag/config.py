@@ -85,6 +85,13 @@ class Settings:
     lease_seconds: float = 60.0
     sweep_interval_seconds: float = 5.0
     log_json: bool = False
+    # A comment line on idle live streams this often: keeps proxies from closing them and lets
+    # the server notice a client that went away.
+    stream_heartbeat_seconds: float = 15.0
+    # Fixed one-minute windows shared by every web process through the database; 0 turns one off.
+    rate_signin_per_account: int = 10
+    rate_signin_per_address: int = 100
+    rate_sends_per_user: int = 300
 
     @property
     def effective_queue_url(self) -> str:
@@ -130,6 +137,9 @@ class Settings:
             lease_seconds=float(env.get("CHINWAG_LEASE_SECONDS") or 60.0),
             sweep_interval_seconds=float(env.get("CHINWAG_SWEEP_INTERVAL") or 5.0),
             log_json=(env.get("CHINWAG_LOG_FORMAT") or "").lower() == "json",
+            rate_signin_per_account=_int(env, "CHINWAG_RATE_SIGNIN_PER_MINUTE", 10),
+            rate_signin_per_address=_int(env, "CHINWAG_RATE_SIGNIN_PER_ADDRESS_PER_MINUTE", 100),
+            rate_sends_per_user=_int(env, "CHINWAG_RATE_SENDS_PER_MINUTE", 300),
         )
 
 

@@ -38,3 +38,6 @@ def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("huey").setLevel(logging.WARNING)
+    # hpack logs every HTTP/2 header at DEBUG, provider bearer tokens (APNs JWT, FCM) included.
+    logging.getLogger("hpack").setLevel(logging.WARNING)
+    logging.getLogger("h2").setLevel(logging.WARNING)

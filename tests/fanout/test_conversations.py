@@ -203,7 +203,7 @@ class SseReader:
 
 @pytest.fixture
 def second_server(db: Database) -> Iterator[LiveServer]:
-    live = LiveServer(Services(Settings(database_url=db.url), db))
+    live = LiveServer(Services(Settings(database_url=db.url, stream_heartbeat_seconds=0.5), db))
     yield live
     live.stop()
 

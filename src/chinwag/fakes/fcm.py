@@ -108,6 +108,15 @@ class FakeFcm:
         )
 
     @property
+    def faults(self) -> FaultPlan:
+        """The fault plan, changeable at run time (it also applies to the token endpoint)."""
+        return self.server.faults
+
+    @faults.setter
+    def faults(self, plan: FaultPlan) -> None:
+        self.server.faults = plan
+
+    @property
     def url(self) -> str:
         return self.server.url
 

@@ -80,10 +80,14 @@ def claim_deliveries(
     lease_seconds: float,
     limit: int,
     digest_seconds: float = 0.0,
+    skip_platforms: Sequence[str] = (),
 ) -> list[ClaimedDelivery]:
+    """Lease up to ``limit`` due deliveries, except those of ``skip_platforms`` (saturated)."""
     due = (
         deliveries.c.status.in_(("pending", "retrying")) & (deliveries.c.next_attempt_at <= now)
     ) | ((deliveries.c.status == "sending") & (deliveries.c.lease_until < now))
+    if skip_platforms:
+        due = due & deliveries.c.platform.not_in(list(skip_platforms))
     candidates = sa.select(deliveries.c.id).where(due).order_by(deliveries.c.id).limit(limit)
     if db.is_postgres:
         candidates = candidates.with_for_update(skip_locked=True)

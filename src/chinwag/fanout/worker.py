@@ -2,7 +2,7 @@
 
 One asyncio loop per worker process. Database calls are synchronous SQLAlchemy, so they run on one
 dedicated thread (one writer per process; SQLite wants no more); sends run as asyncio tasks on
-long-lived provider connections, up to ``max_in_flight`` at once. Outcomes are buffered and
+long-lived provider connections, up to ``max_in_flight`` at once per provider. Outcomes are buffered and
 written in batches. Expansion and sending interleave, so the first devices of a huge group are
 notified while later ones are still being written.
 """
@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from chinwag.fanout.outbox import (
     expand_batch,
     release_outbox,
 )
-from chinwag.push.model import Dispatcher, Outcome, OutcomeKind
+from chinwag.push.model import Dispatcher, Outcome, OutcomeKind, Platform
 from chinwag.store.database import Database
 
 log = logging.getLogger("chinwag.worker")
@@ -51,7 +52,7 @@ T = TypeVar("T")
 class WorkerOptions:
     lease_seconds: float = 60.0
     sweep_interval: float = 5.0
-    max_in_flight: int = 1000
+    max_in_flight: int = 500  # per provider
     claim_batch: int = 500
     expand_batch: int = 1000
     max_expanding: int = 4
@@ -89,6 +90,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expanding: list[OutboxClaim] = []
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._per_platform: Counter[str] = Counter()
         self._results: list[tuple[ClaimedDelivery, Outcome | None]] = []
         self._last_flush = time.monotonic()
         self._changed_messages: set[int] = set()
@@ -175,7 +177,10 @@ class Worker:
                 self._expanding[index] = advanced
             progressed = True
             self._count("expanded", added)
-        free = opts.max_in_flight - len(self._in_flight)
+        # Each provider gets max_in_flight slots of its own: a stalled provider fills only its
+        # own, and the others' deliveries keep being claimed and sent.
+        saturated = sorted(p for p, n in self._per_platform.items() if n >= opts.max_in_flight)
+        free = opts.max_in_flight * len(Platform) - len(self._in_flight)
         if free >= min(opts.claim_batch, opts.max_in_flight) // 4 or not self._in_flight:
             claimed = await self._db(
                 claim_deliveries,
@@ -185,6 +190,7 @@ class Worker:
                 opts.lease_seconds,
                 min(free, opts.claim_batch),
                 opts.email_digest_seconds,
+                saturated,
             )
             for item in claimed:
                 self._start_send(item)
@@ -211,6 +217,7 @@ class Worker:
             return
         task = asyncio.create_task(self._send(item))
         self._in_flight[item.delivery_id] = task
+        self._per_platform[item.target.platform.value] += 1
 
     async def _send(self, item: ClaimedDelivery) -> None:
         try:
@@ -220,6 +227,8 @@ class Worker:
         except Exception as exc:  # a sender bug must never take the worker down
             log.exception("sender raised for delivery %s", item.delivery_id)
             outcome = Outcome(OutcomeKind.RETRY, reason=f"internal_error: {type(exc).__name__}")
+        finally:
+            self._per_platform[item.target.platform.value] -= 1
         self._results.append((item, outcome))
         self._in_flight.pop(item.delivery_id, None)
         self._wake.set()

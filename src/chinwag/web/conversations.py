@@ -17,7 +17,6 @@ from chinwag.web.routes import api
 from chinwag.web.schemas import QueryParams, RequestBody, Response
 
 STREAM_POLL_SECONDS = 0.5
-STREAM_HEARTBEAT_SECONDS = 15.0
 STREAM_ACTIVE_EVERY_SECONDS = 20.0
 # A stream ends after this long and the client reconnects with Last-Event-ID: it bounds how long
 # a server thread is held and lets load balancers rebalance.
@@ -164,7 +163,7 @@ def event_stream(ctx: RequestContext) -> EventPage | Iterator[str]:
         bottle.response.content_type = "text/event-stream"
         bottle.response.set_header("Cache-Control", "no-cache")
         bottle.response.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        return _sse(db, user.id, after)
+        return _sse(db, user.id, after, ctx.services.settings.stream_heartbeat_seconds)
     deadline = time.monotonic() + query.wait
     found = events.visible_after(db, user.id, after)
     while not found and time.monotonic() < deadline:
@@ -176,7 +175,7 @@ def event_stream(ctx: RequestContext) -> EventPage | Iterator[str]:
     )
 
 
-def _sse(db: Any, user_id: int, after: int) -> Iterator[str]:
+def _sse(db: Any, user_id: int, after: int, heartbeat: float) -> Iterator[str]:
     started = last_beat = time.monotonic()
     last_active = 0.0
     yield f"retry: 2000\n: stream from event {after}\n\n"
@@ -191,7 +190,7 @@ def _sse(db: Any, user_id: int, after: int) -> Iterator[str]:
             yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
         if batch:
             last_beat = time.monotonic()
-        elif time.monotonic() - last_beat >= STREAM_HEARTBEAT_SECONDS:
+        elif time.monotonic() - last_beat >= heartbeat:
             last_beat = time.monotonic()
             yield ": keep-alive\n\n"  # also how a closed connection is noticed
         else:

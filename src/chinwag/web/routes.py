@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 
+import bottle
 import sqlalchemy as sa
 
 from chinwag import __version__
-from chinwag.chat import accounts, chats, devices, messages
+from chinwag.chat import accounts, chats, devices, messages, ratelimit
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Device, Message, User
 from chinwag.web import schemas as s
@@ -20,6 +21,7 @@ api = Api()
 
 AUTH_ERRORS = (401, 422)
 CHAT_ERRORS = (401, 404, 422)
+SEND_ERRORS = (*CHAT_ERRORS, 429)
 CHAT_ID_TEXT = re.compile(r"[0-9]+")
 
 
@@ -86,11 +88,21 @@ def create_user(ctx: RequestContext) -> s.UserOut:
     response=s.TokenOut,
     status=201,
     auth=False,
-    errors=(401, 422),
+    errors=(401, 422, 429),
     tag="accounts",
 )
 def create_token(ctx: RequestContext) -> s.TokenOut:
     body: s.CreateToken = ctx.body
+    limits = _rate_limits(ctx)
+    # REMOTE_ADDR, not X-Forwarded-For: a client could forge the header to dodge the limit.
+    address = str(bottle.request.environ.get("REMOTE_ADDR") or "unknown")
+    ratelimit.hit_all(
+        ctx.services.db,
+        [
+            (limits.signin_per_account, body.username.strip().lower()),
+            (limits.signin_per_address, address),
+        ],
+    )
     token, user = accounts.issue_token(ctx.services.db, body.username, body.password)
     return s.TokenOut(token=token, user=user_out(user))
 
@@ -235,8 +247,18 @@ def update_settings(ctx: RequestContext, chat_id: int) -> s.ChatOut:
 # --- messages -----------------------------------------------------------------------------------
 
 
+def _rate_limits(ctx: RequestContext) -> ratelimit.RateLimits:
+    settings = ctx.services.settings
+    return ratelimit.RateLimits.per_minute(
+        signin_account=settings.rate_signin_per_account,
+        signin_address=settings.rate_signin_per_address,
+        sends=settings.rate_sends_per_user,
+    )
+
+
 def _send(ctx: RequestContext, chat_id: int, body: str, client_id: str | None) -> s.SendOut:
     settings = ctx.services.settings
+    ratelimit.hit(ctx.services.db, _rate_limits(ctx).sends_per_user, str(ctx.member.id))
     result = messages.send_message(
         ctx.services.db, ctx.member, chat_id, body, client_id, max_chars=settings.max_message_chars
     )
@@ -257,7 +279,7 @@ def _send(ctx: RequestContext, chat_id: int, body: str, client_id: str | None) -
     body=s.SendMessage,
     response=s.SendOut,
     status=201,
-    errors=CHAT_ERRORS,
+    errors=SEND_ERRORS,
     tag="messages",
 )
 def send_message(ctx: RequestContext, chat_id: int) -> s.SendOut:
@@ -272,7 +294,7 @@ def send_message(ctx: RequestContext, chat_id: int) -> s.SendOut:
     body=s.LegacySend,
     response=s.SendOut,
     status=201,
-    errors=CHAT_ERRORS,
+    errors=SEND_ERRORS,
     tag="messages",
 )
 def legacy_send(ctx: RequestContext) -> s.SendOut:
