@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import PG_ADMIN_DSN, REDIS_URL, require_postgres, require_redis
 
 from chinwag.fanout.doorbell import Doorbell
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL, require_postgres, require_redis
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])

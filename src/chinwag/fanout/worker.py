@@ -2,9 +2,9 @@
 
 One asyncio loop per worker process. Database calls are synchronous SQLAlchemy, so they run on one
 dedicated thread (one writer per process; SQLite wants no more); sends run as asyncio tasks on
-long-lived provider connections, up to ``max_in_flight`` at once per provider. Outcomes are buffered and
-written in batches. Expansion and sending interleave, so the first devices of a huge group are
-notified while later ones are still being written.
+long-lived provider connections, up to ``max_in_flight`` at once per provider. Outcomes are
+buffered and written in batches. Expansion and sending interleave, so the first devices of a huge
+group are notified while later ones are still being written.
 """
 
 from __future__ import annotations
