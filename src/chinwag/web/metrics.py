@@ -1,0 +1,153 @@
+"""``GET /metrics``: what the web process can see, in Prometheus text format.
+
+Two kinds of figures live here. HTTP request latency by route is measured in this process, by a
+Bottle plugin around every route. The fan-out's state (outbox depth, the age of the oldest pending
+fan-out, deliveries by platform and status) belongs to no process: it is read from the database
+at scrape time by a collector, so every web process reports the same truth and a restart loses
+nothing. The operator page (``web/admin.py``) reads the very same figures through ``read_figures``.
+
+The worker's own counters (sends by provider and outcome, send latency, in flight, dead tokens;
+``push/registry.py``) live in the worker process and are exported by it (``CHINWAG_METRICS_PORT``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
+
+import bottle
+import sqlalchemy as sa
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from chinwag.store.database import Database
+from chinwag.store.schema import deliveries, outbox
+
+HTTP_SECONDS = Histogram(
+    "chinwag_http_request_seconds",
+    "Time spent answering an HTTP request, by route template",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Statuses after which a delivery row will not change again by itself.
+FINAL_STATUSES = ("delivered", "failed", "token_dead", "skipped")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The fan-out's state at one instant, as read from the database."""
+
+    outbox_pending: int
+    oldest_pending_age_seconds: float
+    deliveries: dict[tuple[str, str], int] = field(default_factory=dict)  # (platform, status) → n
+
+    def by_status(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for (_platform, status), count in self.deliveries.items():
+            totals[status] = totals.get(status, 0) + count
+        return totals
+
+
+def read_figures(db: Database, now: float | None = None) -> Figures:
+    now = time.time() if now is None else now
+    with db.read() as conn:
+        depth, oldest = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+                outbox.c.state == "pending"
+            )
+        ).one()
+        counts = conn.execute(
+            sa.select(deliveries.c.platform, deliveries.c.status, sa.func.count()).group_by(
+                deliveries.c.platform, deliveries.c.status
+            )
+        ).all()
+    return Figures(
+        outbox_pending=int(depth),
+        oldest_pending_age_seconds=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
+        deliveries={(platform, status): int(count) for platform, status, count in counts},
+    )
+
+
+class FanoutCollector(Collector):
+    """Reads the outbox and delivery tables when Prometheus scrapes, never in between."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        figures = read_figures(self.db)
+        depth = GaugeMetricFamily(
+            "chinwag_outbox_pending", "Messages whose fan-out has not finished expanding"
+        )
+        depth.add_metric([], figures.outbox_pending)
+        age = GaugeMetricFamily(
+            "chinwag_outbox_oldest_pending_age_seconds",
+            "Age of the oldest message whose fan-out has not finished (0 when none)",
+        )
+        age.add_metric([], figures.oldest_pending_age_seconds)
+        rows = GaugeMetricFamily(
+            "chinwag_deliveries",
+            "Delivery records (one per message and device) by platform and status",
+            labels=["platform", "status"],
+        )
+        for (platform, status), count in sorted(figures.deliveries.items()):
+            rows.add_metric([platform, status], count)
+        yield from (depth, age, rows)
+
+
+class _Exposition:
+    """This process's registry plus the database collector, rendered together."""
+
+    def __init__(self, *collectors: Any) -> None:
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+class LatencyPlugin:
+    """Times every route callback; labels with the route template, never the concrete path, so
+    ``/v1/chats/1`` and ``/v1/chats/2`` share one series."""
+
+    name = "chinwag_latency"
+    api = 2
+
+    def apply(self, callback: Callable[..., Any], route: bottle.Route) -> Callable[..., Any]:
+        method, rule = route.method, route.rule
+
+        @wraps(callback)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            status = 500
+            try:
+                result = callback(*args, **kwargs)
+                status = bottle.response.status_code
+                return result
+            except bottle.HTTPResponse as answer:  # static_file's 404, redirects
+                status = answer.status_code
+                raise
+            finally:
+                HTTP_SECONDS.labels(method, rule, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return timed
+
+
+def mount_metrics(app: bottle.Bottle, db: Database) -> None:
+    """``GET /metrics`` and request timing on every route of ``app``."""
+    exposition = _Exposition(REGISTRY, FanoutCollector(db))
+
+    def metrics() -> bytes:
+        bottle.response.content_type = CONTENT_TYPE_LATEST
+        return generate_latest(exposition)
+
+    app.route("/metrics", "GET", metrics)
+    app.install(LatencyPlugin())

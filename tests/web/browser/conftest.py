@@ -1,0 +1,83 @@
+"""Headless Chromium (Debian's, never a downloaded one) against a real chinwag: the web tier on
+waitress in-process, one ``chinwag worker`` process, and the local fake providers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import Api, LiveServer
+from tests.support.processes import ChinwagProcess, chinwag_env
+
+from chinwag.config import PushSettings, Settings
+from chinwag.fakes.suite import ALLOW_PRIVATE, RunningFakes
+from chinwag.fanout import Doorbell
+from chinwag.store.database import Database
+from chinwag.web import Services
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "img"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The browser tests prove the client; SQLite is enough (the API tests cover PostgreSQL)."""
+    return f"sqlite:///{tmp_path / 'chinwag.db'}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+    # while it is open, and other tests' asyncio.run() would fail under it.
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
+    running = RunningFakes.start(tmp_path / "fakes")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveServer]:
+    """The web tier with a real doorbell, and one worker process ringing on the same queue."""
+    queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
+    settings = Settings(
+        database_url=db.url,
+        push=PushSettings(allow_private_endpoints=(ALLOW_PRIVATE,)),
+        # A stream notices a closed page at its next heartbeat; let the server stop quickly.
+        stream_heartbeat_seconds=0.5,
+    )
+    server = LiveServer(Services(settings, db, ring_doorbell=Doorbell(queue_url).ring))
+    worker = ChinwagProcess(
+        ["worker"], chinwag_env(db.url, queue_url, fakes.env()), tmp_path / "worker.log"
+    )
+    yield server
+    worker.stop()
+    server.stop()
+
+
+@pytest.fixture
+def people(live: LiveServer) -> Api:
+    return Api(live)
