@@ -125,6 +125,12 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     configured = senders.configured()
     log.info("providers configured: %s", configured or "none (deliveries will wait)")
     worker = build_worker(settings, db, senders)
+    if settings.metrics_port:
+        # The push counters and histograms live in this process; the web tier cannot see them.
+        import prometheus_client
+
+        prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+        log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     stop_listening = threading.Event()
     Doorbell(settings.effective_queue_url).listen(worker.wake, stop_listening)
 
@@ -197,7 +203,8 @@ class Supervisor:
                     pause = min(30.0, 0.5 * 2 ** min(self.restarts[name], 6))
                     log.warning("%s exited with %s; restarting in %.1fs", name, code, pause)
                     next_start[name] = time.monotonic() + pause
-                elif time.monotonic() >= next_start.pop(name):
+                elif time.monotonic() >= next_start[name]:
+                    del next_start[name]
                     self._start(name)
         return self._terminate()
 

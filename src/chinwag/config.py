@@ -92,6 +92,8 @@ class Settings:
     rate_signin_per_account: int = 10
     rate_signin_per_address: int = 100
     rate_sends_per_user: int = 300
+    # Where `chinwag worker` serves its own /metrics (push outcomes, in-flight); 0 = not served.
+    metrics_port: int = 0
 
     @property
     def effective_queue_url(self) -> str:
@@ -140,6 +142,7 @@ class Settings:
             rate_signin_per_account=_int(env, "CHINWAG_RATE_SIGNIN_PER_MINUTE", 10),
             rate_signin_per_address=_int(env, "CHINWAG_RATE_SIGNIN_PER_ADDRESS_PER_MINUTE", 100),
             rate_sends_per_user=_int(env, "CHINWAG_RATE_SENDS_PER_MINUTE", 300),
+            metrics_port=_int(env, "CHINWAG_METRICS_PORT", 0),
         )
 
 

@@ -18,6 +18,10 @@ from chinwag.chat.models import Chat, Delivery, Message, User
 from chinwag.store.database import Database
 from chinwag.store.schema import chats, deliveries, memberships, messages, outbox, users
 
+# A message's delivery record is its notifications; the silent badge-clear and removal updates
+# sent later for the same devices are rows of other kinds and would double-count the panel.
+ALERT_KIND = "alert"
+
 MAX_HISTORY_PAGE = 200
 MAX_DELIVERIES_PAGE = 10_000
 
@@ -184,7 +188,7 @@ def list_deliveries(
         query = (
             sa.select(deliveries, users.c.username)
             .join(users, users.c.id == deliveries.c.user_id)
-            .where(deliveries.c.message_id == message_id)
+            .where(deliveries.c.message_id == message_id, deliveries.c.kind == ALERT_KIND)
         )
         if after is not None:
             query = query.where(deliveries.c.id > after)
@@ -193,7 +197,7 @@ def list_deliveries(
             status: count
             for status, count in conn.execute(
                 sa.select(deliveries.c.status, sa.func.count())
-                .where(deliveries.c.message_id == message_id)
+                .where(deliveries.c.message_id == message_id, deliveries.c.kind == ALERT_KIND)
                 .group_by(deliveries.c.status)
             )
         }

@@ -1,0 +1,177 @@
+"""``chinwag serve``, the README's first command: one process tree on SQLite that migrates, serves,
+fans out, restarts a child that dies, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.reliability.support import free_port
+from tests.support.processes import ChinwagProcess, wait_until
+
+from chinwag.fakes.suite import RunningFakes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
+    running = RunningFakes.start(tmp_path / "fakes")
+    yield running
+    running.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """The supervisor's child processes (web and workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces or parentheses: the parent pid follows the last ")"
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _worker_pids(pid: int) -> list[int]:
+    workers = []
+    for child in _children(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv:
+            workers.append(child)
+    return workers
+
+
+def _bodies(fakes: RunningFakes) -> list[str]:
+    return [r.payload["aps"]["alert"]["body"] for r in list(fakes.providers.apns.accepted)]
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
+    tmp_path: Path, fakes: RunningFakes
+) -> None:
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHINWAG_")}
+    env.update(fakes.env(), CHINWAG_PORT=str(port), CHINWAG_SWEEP_INTERVAL="0.5")
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "chinwag", "serve"],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), 30, "chinwag serve to answer /healthz")
+        # the database is created in the current directory, as the README says
+        assert (workdir / "chinwag.db").exists()
+        client = httpx.Client(base_url=url, timeout=10)
+        for name in ("alice", "bob"):
+            assert client.post(
+                "/v1/users", json={"username": name, "password": f"{name} password"}
+            ).is_success
+        tokens = {
+            name: client.post(
+                "/v1/tokens", json={"username": name, "password": f"{name} password"}
+            ).json()["token"]
+            for name in ("alice", "bob")
+        }
+        alice = {"Authorization": f"Bearer {tokens['alice']}"}
+        bob = {"Authorization": f"Bearer {tokens['bob']}"}
+        device = client.post(
+            "/v1/devices", headers=bob, json={"platform": "apns", "token": "ab" * 32}
+        )
+        assert device.status_code == 201, device.text
+        chat = client.post("/v1/chats", headers=alice, json={"title": "Lunch", "members": ["bob"]})
+        assert chat.status_code == 201, chat.text
+        chat_id = chat.json()["id"]
+
+        def send_and_wait(body: str) -> None:
+            response = client.post(
+                f"/v1/chats/{chat_id}/messages",
+                headers=alice,
+                json={"body": body, "client_id": body},
+            )
+            assert response.status_code == 201, response.text
+            sent = response.json()["message"]
+
+            def delivered() -> bool:
+                page = client.get(f"/v1/messages/{sent['id']}/deliveries", headers=alice).json()
+                return page["summary"] == {"delivered": 1}
+
+            wait_until(delivered, 30, f"{body!r} delivered")
+
+        send_and_wait("first")
+        assert _bodies(fakes) == ["alice: first"]
+
+        # The worker dies as if the machine's OOM killer took it: serve starts a new one.
+        (worker,) = _worker_pids(serve.pid)
+        os.kill(worker, signal.SIGKILL)
+        wait_until(
+            lambda: [p for p in _worker_pids(serve.pid) if p != worker] != [],
+            30,
+            "the supervisor to restart the worker",
+        )
+        send_and_wait("second")
+        assert _bodies(fakes) == ["alice: first", "alice: second"]
+
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+        assert not _up(url)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(timeout=10)
+        log.close()
+    output = (tmp_path / "serve.log").read_text(errors="replace")
+    assert "restarting" in output, output[-3000:]
+
+
+def test_worker_serves_its_push_metrics_when_asked(tmp_path: Path, fakes: RunningFakes) -> None:
+    """The push counters live in the worker process; CHINWAG_METRICS_PORT exports them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHINWAG_")}
+    env.update(
+        fakes.env(),
+        CHINWAG_DATABASE_URL=f"sqlite:///{tmp_path / 'chinwag.db'}",
+        CHINWAG_METRICS_PORT=str(port),
+    )
+    subprocess.run([sys.executable, "-m", "chinwag", "migrate"], env=env, check=True)
+    worker = ChinwagProcess(["worker"], env, tmp_path / "worker.log")
+    try:
+
+        def scrape() -> str | None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            except httpx.HTTPError:
+                return None
+
+        wait_until(lambda: scrape() is not None, 30, "the worker's /metrics")
+        families = {family.name for family in text_string_to_metric_families(scrape() or "")}
+        assert {"chinwag_push_sends", "chinwag_push_in_flight"} <= families, families
+    finally:
+        worker.stop()
