@@ -1,0 +1,314 @@
+"""docs/benchmarks.md and docs/img/*.png, written from one full run's results and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.support import ROOT
+
+DOCS = ROOT / "docs"
+IMG = DOCS / "img"
+LABELS = {
+    "chinwag": "chinwag",
+    "sync_bottle": "(1) original, synchronous",
+    "mp_bottle": "(2) original, Process per request",
+    "chinwag_tuned": "chinwag, CHINWAG_MAX_IN_FLIGHT=2000",
+}
+PROFILE_NOTES = Path(__file__).resolve().parent / "results" / "profile.md"
+
+
+def _rows(results: dict[str, Any], system: str, latency: float) -> list[dict[str, Any]]:
+    return sorted(
+        (
+            r
+            for r in results["fanout"]
+            if r["system"] == system and r["latency"] == latency and "skipped" not in r
+        ),
+        key=lambda r: r["size"],
+    )
+
+
+def plot_send_latency(results: dict[str, Any]) -> Path:
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for system, label in LABELS.items():
+        rows = _rows(results, system, 0.0)
+        if not rows:
+            continue
+        axis.plot(
+            [r["size"] for r in rows], [r["send_p50"] * 1000 for r in rows], "o-", label=label
+        )
+    axis.set(
+        xscale="log",
+        yscale="log",
+        xlabel="devices in the group",
+        ylabel="send latency p50 (ms)",
+        title="Time until the sender gets an answer (0 ms provider)",
+    )
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    return _save(figure, "send_latency.png")
+
+
+def plot_last_device(results: dict[str, Any]) -> Path:
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for axis, latency in zip(axes, (0.0, 0.2), strict=True):
+        for system, label in LABELS.items():
+            rows = _rows(results, system, latency)
+            if not rows:
+                continue
+            marker = "*" if system == "chinwag_tuned" else "o-"
+            axis.plot([r["size"] for r in rows], [r["last_p50"] for r in rows], marker, label=label)
+        axis.set(
+            xscale="log",
+            yscale="log",
+            xlabel="devices in the group",
+            title=f"provider latency {latency * 1000:.0f} ms",
+        )
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("send to last device notified, p50 (s)")
+    axes[0].legend()
+    return _save(figure, "last_device.png")
+
+
+def plot_throughput(results: dict[str, Any]) -> Path:
+    tp = results["throughput"]
+    names = [
+        "chinwag worker\n(end to end, SQLite)",
+        "chinwag APNs sender\n(client only)",
+        "aioapns\n(client only)",
+    ]
+    values = [tp["worker"]["per_second"], tp["sender"]["per_second"], tp["aioapns"]["per_second"]]
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    bars = axis.bar(names, values, color=["tab:blue", "tab:cyan", "tab:gray"])
+    axis.bar_label(bars, fmt="%.0f")
+    axis.axhline(3000, color="tab:red", linestyle="--", label="target 3,000/s")
+    axis.set(
+        ylabel="notifications per second, one core",
+        title=f"{tp['size']:,} notifications, 0 ms provider latency (median of {tp['repeats']})",
+    )
+    axis.legend()
+    return _save(figure, "throughput.png")
+
+
+def _save(figure: Any, name: str) -> Path:
+    IMG.mkdir(parents=True, exist_ok=True)
+    path = IMG / name
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def _fanout_table(results: dict[str, Any], latency: float) -> list[str]:
+    lines = [
+        "| devices | system | send p50 (ms) | send p99 (ms) | last device p50 (s) "
+        "| last device max (s) | sends |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = [r for r in results["fanout"] if r["latency"] == latency]
+    for row in sorted(rows, key=lambda r: (r["size"], list(LABELS).index(r["system"]))):
+        label = LABELS[row["system"]]
+        if "skipped" in row:
+            lines.append(
+                f"| {row['size']:,} | {label} | not run | | ≥ {row['floor_s']:.0f} (serial) | | 0 |"
+            )
+            continue
+        lines.append(
+            f"| {row['size']:,} | {label} | {_ms(row['send_p50'])} | {_ms(row['send_p99'])} | "
+            f"{row['last_p50']:.3f} | {row['last_max']:.3f} | {len(row['samples'])} |"
+        )
+    return lines
+
+
+def _ratio_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| provider latency | devices | baseline | send p50: baseline ÷ chinwag "
+        "| last device: baseline ÷ chinwag |",
+        "|---:|---:|---|---:|---:|",
+    ]
+    for entry in results["ratios"]["fanout"]:
+        label = LABELS[entry["baseline"]]
+        head = f"| {entry['latency'] * 1000:.0f} ms | {entry['size']:,} | {label} |"
+        if "last_at_least" in entry:
+            lines.append(f"{head} not run | ≥ {entry['last_at_least']:.0f}x (serial floor) |")
+        else:
+            lines.append(f"{head} {entry['send_p50']:.2f}x | {entry['last_p50']:.2f}x |")
+    return lines
+
+
+def write_report(results: dict[str, Any]) -> Path:
+    send_png = plot_send_latency(results)
+    last_png = plot_last_device(results)
+    tp_png = plot_throughput(results)
+    m = results["machine"]
+    tp = results["throughput"]
+    r = results["ratios"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every number on this page was written by one run of the benchmark command; nothing is",
+        "typed in by hand. Run it yourself and this page is rewritten with your machine's numbers:",
+        "",
+        "```sh",
+        "make bench            # = .venv/bin/python -m bench   (about 10 minutes)",
+        "make bench-quick      # = .venv/bin/python -m bench --quick   (CI: checks delivery only)",
+        "```",
+        "",
+        f"- date: {results['date']} · run took {results['duration_s']:.0f} s",
+        f"- machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB memory, "
+        f"Python {m['python']}, {m['platform']}",
+        f"- command: `{results['command']}` · raw results: `bench/results/results.json`",
+        "",
+        "## Set-up",
+        "",
+        "- The APNs fake (`chinwag.fakes.apns.FakeApns`: HTTP/2 over TLS, JWT checked as Apple",
+        "  does) runs in a process of its own pinned to core 0; provider latency is its injected",
+        "  delay per request. Group members have one APNs device each.",
+        "- chinwag runs as users run it: `chinwag migrate`, `chinwag web` (waitress) and one",
+        "  `chinwag worker` process, SQLite (WAL) and the SQLite doorbell queue, default settings",
+        "  (`CHINWAG_MAX_IN_FLIGHT=500`).",
+        "- Baselines in `bench/baselines/`: (1) `sync_bottle` pushes to each device one after",
+        "  another before answering; (2) `mp_bottle` answers, then a `multiprocessing.Process`",
+        "  started per request runs the same loop; both are Bottle on waitress, SQLite, HTTP/2",
+        "  with a real ES256 JWT, one request at a time (the original protocol, APNs binary, is",
+        "  shut down).",
+        "  (3) `aioapns_peer` sends the same notifications with aioapns.",
+        "- A send = `POST` of one message; *last device* = the time the fake accepted the last",
+        "  notification minus the moment the send request started. Each send's fan-out finishes",
+        "  before the next send starts.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+    ]
+    for target in results["targets"]:
+        lines.append(
+            f"| {target['name']} | {target['measured']} | "
+            f"{'met' if target['met'] else '**missed**'} |"
+        )
+    lines += [
+        "",
+        "## 1. Send latency against group size",
+        "",
+        f"![send latency]({send_png.relative_to(DOCS)})",
+        "",
+        "Provider latency 0 ms:",
+        "",
+        *_fanout_table(results, 0.0),
+        "",
+        "## 2. Time from send to the last device notified",
+        "",
+        f"![last device]({last_png.relative_to(DOCS)})",
+        "",
+        "Provider latency 200 ms (the 0 ms rows are in the table above). A baseline row marked",
+        "*not run* would take at least devices x 200 ms per send by construction, since it sends",
+        "one request at a time; that floor is shown instead. The row *CHINWAG_MAX_IN_FLIGHT=2000*",
+        "is chinwag with one setting changed (default 500 sends in flight per provider), run in",
+        "the same session: at 200 ms, 500 in flight caps a worker at 2,500 notifications/s.",
+        "",
+        *_fanout_table(results, 0.2),
+        "",
+        "### Ratios (greater than 1: chinwag is ahead)",
+        "",
+        *_ratio_table(results),
+        "",
+        "## 3. Notifications per second per worker process on one core",
+        "",
+        f"![throughput]({tp_png.relative_to(DOCS)})",
+        "",
+        f"{tp['size']:,} notifications at 0 ms provider latency, the measured process pinned to",
+        "core 1 and the fake to core 0, median of "
+        f"{tp['repeats']} runs. The chinwag worker is measured end to end (claim, expand into",
+        "delivery rows, send, record every outcome in SQLite) from the send request to the last",
+        "device; the two clients only send.",
+        "",
+        "| what | notifications/s | CPU seconds (median run) |",
+        "|---|---:|---:|",
+    ]
+    for key, label in (
+        ("worker", "chinwag worker, end to end"),
+        ("sender", "chinwag APNs sender alone"),
+        ("aioapns", "aioapns (peer)"),
+    ):
+        runs = sorted(tp[key]["runs"], key=lambda run: run["per_second"])
+        lines.append(
+            f"| {label} | {tp[key]['per_second']:.0f} | {runs[len(runs) // 2]['cpu_seconds']:.2f} |"
+        )
+    lines += [
+        "",
+        f"chinwag worker ÷ aioapns: {r['worker_vs_aioapns']:.2f}x · chinwag sender ÷ aioapns: "
+        f"{r['sender_vs_aioapns']:.2f}x",
+        "",
+        "## 4. Worker peak RSS",
+        "",
+        f"Peak resident memory (the kernel's VmHWM) of the worker process after {tp['repeats']}",
+        f"fan-outs of {results['rss']['size']:,} devices: **{results['rss']['peak_mb']:.1f} MiB**"
+        f" (after start-up and one warm-up send: {results['rss']['after_warm_up_mb']:.1f} MiB).",
+        "",
+        "## 5. Web tier: sends per second",
+        "",
+        "gunicorn, `chinwag.wsgi:application`, no fan-out worker running (the web tier alone",
+        "stores message + outbox row and rings the doorbell). Load by wrk over keep-alive",
+        "connections. The per-user send limit is raised for this run only",
+        "(`CHINWAG_RATE_SENDS_PER_MINUTE`): one load-test user would otherwise be refused with",
+        "429 after 300 sends a minute. sends/s counts 2xx answers only.",
+        "",
+        "| database (queue) | gunicorn workers | connections | sends/s | send p50 / p99 (ms) "
+        "| GET /healthz/s | sends ÷ healthz | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["web"]:
+        if "skipped" in row:
+            lines.append(f"| {row['database']} | — | — | skipped: {row['skipped']} | | | | |")
+            continue
+        send, health = row["send"], row["healthz"]
+        queue = "SQLite" if row["database"] == "sqlite" else "Redis"
+        latency = (
+            f"{send['p50_ms']:.1f} / {send['p99_ms']:.1f}" if send["p50_ms"] is not None else "—"
+        )
+        lines.append(
+            f"| {row['database']} ({queue}) | {row['gunicorn_workers']} | {row['connections']} | "
+            f"{send['per_second']:.0f} | {latency} | {health['per_second']:.0f} | "
+            f"{row['ratio']:.2f} | {send['non_2xx']} |"
+        )
+    lines += ["", "## 6. Scale-out: one and two worker processes on PostgreSQL + Redis", ""]
+    scale = [row for row in results["scaleout"] if "skipped" not in row]
+    if scale:
+        lines += [
+            "| provider latency | workers | devices | last device p50 (s) | notifications/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for row in sorted(scale, key=lambda x: (x["latency"], x["workers"])):
+            lines.append(
+                f"| {row['latency'] * 1000:.0f} ms | {row['workers']} | {row['size']:,} | "
+                f"{row['last_p50']:.2f} | {row['per_second']:.0f} |"
+            )
+        lines += [
+            "",
+            "Two workers ÷ one: "
+            + ", ".join(
+                f"{v:.2f}x at {float(k) * 1000:.0f} ms" for k, v in r["two_workers_vs_one"].items()
+            )
+            + f". This machine has {m['nproc']} cores shared by both workers, the fake, the web",
+            "tier and PostgreSQL, so the second worker adds concurrency (more streams in flight),",
+            "not CPU.",
+        ]
+    else:
+        lines.append("Skipped: PostgreSQL or Redis was not reachable.")
+    for notes in (PROFILE_NOTES, PROFILE_NOTES.with_name("profile-raw.md")):
+        if notes.exists():
+            lines += ["", notes.read_text().rstrip()]
+    path = DOCS / "benchmarks.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,59 @@
+"""The benchmark harness in quick mode, run as users and CI run it, so it never rots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_delivers_every_notification_and_reports_every_measurement(
+    tmp_path: Path,
+) -> None:
+    """`python -m bench --quick` exits 0, every notification arrived, all six measurements and
+    the targets are in its JSON."""
+    out = tmp_path / "quick.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick"
+    assert results["all_arrived"] is True
+    fanout = results["fanout"]
+    for system in ("chinwag", "sync_bottle", "mp_bottle"):
+        measured = [row for row in fanout if row["system"] == system and "skipped" not in row]
+        assert {row["size"] for row in measured} >= {1, 100} or system != "chinwag"
+        assert measured, system
+        for row in measured:
+            assert row["all_arrived"], row
+            assert all(s["notified"] >= row["size"] for s in row["samples"]), row
+            assert row["send_p50"] > 0 and row["last_p50"] > 0
+    assert {row["latency"] for row in fanout} == {0.0, 0.2}
+    throughput = results["throughput"]
+    assert throughput["all_arrived"]
+    for kind in ("worker", "sender", "aioapns"):
+        assert throughput[kind]["per_second"] > 0
+    assert results["rss"]["peak_mb"] > 0
+    sqlite = next(row for row in results["web"] if row["database"] == "sqlite")
+    assert sqlite["send"]["per_second"] > 0 and sqlite["healthz"]["per_second"] > 0
+    assert sqlite["send"]["non_2xx"] == 0
+    assert results["scaleout"], "scale-out measurement missing"
+    for row in results["scaleout"]:
+        assert "skipped" in row or row["all_arrived"], row
+    assert len(results["targets"]) == 4
+    assert results["machine"]["nproc"] >= 1
