@@ -29,7 +29,7 @@ FULL = {
         latencies=(0.0, 0.2),
         sends={1: 20, 100: 20, 1000: 10, 10_000: 5},
         baseline_cap=25.0,
-        tuned_in_flight=2000,
+        tuned_in_flight=500,
     ),
     "throughput_size": 10_000,
     "throughput_repeats": 3,

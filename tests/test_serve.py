@@ -81,6 +81,7 @@ def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # so that a failed test can take down the whole tree
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -142,7 +143,7 @@ def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
         assert not _up(url)
     finally:
         if serve.poll() is None:
-            serve.kill()
+            os.killpg(serve.pid, signal.SIGKILL)
             serve.wait(timeout=10)
         log.close()
     output = (tmp_path / "serve.log").read_text(errors="replace")

@@ -4,13 +4,16 @@ points (cli, wsgi) so both wire chinwag the same way."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from chinwag.config import Settings
 from chinwag.fanout import Doorbell, RetryPolicy, Worker, WorkerOptions
 from chinwag.push.model import Dispatcher
 from chinwag.store.database import Database
 from chinwag.store.migrate import upgrade
-from chinwag.web import Services
+
+if TYPE_CHECKING:
+    from chinwag.web import Services
 
 log = logging.getLogger("chinwag")
 
@@ -23,6 +26,9 @@ def open_database(settings: Settings, *, migrate: bool = False, pool_size: int =
 
 
 def web_services(settings: Settings, db: Database | None = None) -> Services:
+    # Imported here so that a worker process does not load the web tier it never serves.
+    from chinwag.web import Services
+
     database = db or open_database(settings)
     doorbell = Doorbell(settings.effective_queue_url)
     return Services(settings=settings, db=database, ring_doorbell=doorbell.ring)

@@ -60,7 +60,7 @@ class RetryPolicy:
         return float(max(jittered, retry_after or 0.0))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per delivery on the hot path; frozen would cost a third more
 class ClaimedDelivery:
     delivery_id: int
     attempts: int  # before this attempt
@@ -110,7 +110,10 @@ def claim_deliveries(
         else:
             batches = {}
         badges = badge_counts(conn, [r.user_id for r in rows if r.kind != "removal"])
-    return [_claimed(row, badges, batches, now) for row in rows]
+    # The rows of one claim are mostly the devices of a few messages: they share one
+    # Notification per (message, kind, badge) instead of building one per device.
+    shared: dict[tuple[object, ...], Notification] = {}
+    return [_claimed(row, badges, batches, now, shared) for row in rows]
 
 
 def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
@@ -166,9 +169,24 @@ def _claimed(
     badges: dict[int, int],
     batches: dict[int, list[sa.Row[tuple[object, ...]]]],
     now: float,
+    shared: dict[tuple[object, ...], Notification],
 ) -> ClaimedDelivery:
     kind = NotificationKind(row.kind)
-    earlier = tuple((r.sender_name, r.body) for r in batches.get(row.id, []))
+    batch = batches.get(row.id, [])
+    badge = badges.get(row.user_id) if kind is not NotificationKind.REMOVAL else None
+    key = (row.message_id, kind, badge) if not batch else (row.id,)
+    notification = shared.get(key)
+    if notification is None:
+        notification = shared[key] = Notification(
+            chat_id=row.chat_id,
+            message_id=row.message_id,
+            chat_title=row.title,
+            sender_name=row.sender_name,
+            preview=row.body if kind is NotificationKind.ALERT else "",
+            badge=badge,
+            kind=kind,
+            earlier=tuple((r.sender_name, r.body) for r in batch),
+        )
     return ClaimedDelivery(
         delivery_id=row.id,
         attempts=row.attempts,
@@ -179,16 +197,7 @@ def _claimed(
             delivery_id=delivery_uuid(row.message_id, row.device_id, kind.value),
             app=row.app,
         ),
-        notification=Notification(
-            chat_id=row.chat_id,
-            message_id=row.message_id,
-            chat_title=row.title,
-            sender_name=row.sender_name,
-            preview=row.body if kind is NotificationKind.ALERT else "",
-            badge=badges.get(row.user_id) if kind is not NotificationKind.REMOVAL else None,
-            kind=kind,
-            earlier=earlier,
-        ),
+        notification=notification,
         skip=skip_reason(
             SendTimeFacts(
                 kind=row.kind,
@@ -207,7 +216,7 @@ def _claimed(
         ),
         sender_id=row.sender_id,
         chat_id=row.chat_id,
-        batched=tuple(r.id for r in batches.get(row.id, [])),
+        batched=tuple(r.id for r in batch),
     )
 
 

@@ -40,7 +40,9 @@ def recipient_devices(
     )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per delivery on the claim path, and frozen dataclasses set each
+# field through object.__setattr__, which made them a visible share of the worker's CPU.
+@dataclass(slots=True)
 class SendTimeFacts:
     kind: str
     platform: str

@@ -52,8 +52,8 @@ T = TypeVar("T")
 class WorkerOptions:
     lease_seconds: float = 60.0
     sweep_interval: float = 5.0
-    max_in_flight: int = 500  # per provider
-    claim_batch: int = 500
+    max_in_flight: int = 2000  # per provider
+    claim_batch: int = 1000
     expand_batch: int = 1000
     max_expanding: int = 4
     flush_every: float = 0.05

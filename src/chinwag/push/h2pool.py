@@ -108,11 +108,14 @@ class H2Pool:
         and cost one byte per request instead of being evicted and re-sent in full.
         """
         deadline = time.monotonic() + time_limit
-        try:
-            async with asyncio.timeout(time_limit):
-                connection = await self._connection()
-        except TimeoutError:
-            raise H2Unavailable("timeout waiting for a connection") from None
+        # Most requests find a connection with a free stream at once: no timer for them.
+        connection = self._free_connection()
+        if connection is None:
+            try:
+                async with asyncio.timeout(time_limit):
+                    connection = await self._connection()
+            except TimeoutError:
+                raise H2Unavailable("timeout waiting for a connection") from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise H2Unavailable("timeout")
@@ -150,6 +153,14 @@ class H2Pool:
     @property
     def open_connections(self) -> int:
         return sum(1 for connection in self._connections if connection.usable)
+
+    def _free_connection(self) -> _ClientConnection | None:
+        if self._closed:
+            return None
+        for connection in self._connections:
+            if connection.usable and connection.has_capacity():
+                return connection
+        return None
 
     async def _connection(self) -> _ClientConnection:
         while True:

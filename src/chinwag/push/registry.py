@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import cache, partial
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -42,6 +42,23 @@ IN_FLIGHT = Gauge("chinwag_push_in_flight", "Notifications in flight to a provid
 TOKEN_DEAD = Counter(
     "chinwag_push_token_dead_total", "Devices a provider reported gone", ["provider"]
 )
+
+
+# labels() looks the child up under a lock on every call; a send needs three of them.
+@cache
+def _sends(provider: str, outcome: str) -> Counter:
+    return SENDS.labels(provider, outcome)
+
+
+@cache
+def _in_flight(provider: str) -> Gauge:
+    return IN_FLIGHT.labels(provider)
+
+
+@cache
+def _send_seconds(provider: str) -> Histogram:
+    return SEND_SECONDS.labels(provider)
+
 
 # Platforms whose sender depends on the device's app (APNs topic, FCM project).
 _PER_APP = (Platform.APNS, Platform.FCM)
@@ -124,9 +141,9 @@ class Senders:
                 reason = f"{provider} is not configured for app {device.app!r}"
             else:
                 reason = f"{provider} is not configured"
-            SENDS.labels(provider, OutcomeKind.UNAVAILABLE.value).inc()
+            _sends(provider, OutcomeKind.UNAVAILABLE.value).inc()
             return Outcome(OutcomeKind.UNAVAILABLE, reason=reason)
-        in_flight = IN_FLIGHT.labels(provider)
+        in_flight = _in_flight(provider)
         in_flight.inc()
         started = time.perf_counter()
         try:
@@ -141,8 +158,8 @@ class Senders:
             outcome = Outcome(OutcomeKind.RETRY, reason="internal_error")
         finally:
             in_flight.dec()
-            SEND_SECONDS.labels(provider).observe(time.perf_counter() - started)
-        SENDS.labels(provider, outcome.kind.value).inc()
+            _send_seconds(provider).observe(time.perf_counter() - started)
+        _sends(provider, outcome.kind.value).inc()
         if outcome.kind is OutcomeKind.TOKEN_DEAD:
             TOKEN_DEAD.labels(provider).inc()
         return outcome
