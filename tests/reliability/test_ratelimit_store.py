@@ -3,14 +3,19 @@ however many threads (or processes) hit it at once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 
 import pytest
+import sqlalchemy as sa
+from tests.fanout.recording import RecordingDispatcher
 
 from chinwag.chat.errors import RateLimited
 from chinwag.chat.ratelimit import KEY_MAX_CHARS, RateLimit, hit, hit_all, prune
+from chinwag.fanout import Worker
 from chinwag.store.database import Database
+from chinwag.store.schema import rate_limits
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +104,13 @@ def test_prune_removes_old_windows_only(db: Database) -> None:
     hit(db, LIMIT, "old", now=0.0)
     hit(db, LIMIT, "new", now=7200.0)
     assert prune(db, now=7200.0) == 1
+
+
+def test_the_worker_prunes_old_counters(db: Database) -> None:
+    """Nobody else deletes them: the fan-out worker's hourly housekeeping does."""
+    hit(db, LIMIT, "long ago", now=0.0)
+    hit(db, LIMIT, "just now")
+    asyncio.run(Worker(db, RecordingDispatcher()).run_until_idle(limit_seconds=30))
+    with db.read() as conn:
+        keys = conn.execute(sa.select(rate_limits.c.key)).scalars().all()
+    assert keys == [LIMIT.key("just now")]

@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from chinwag.chat import events
+from chinwag.chat import events, ratelimit
 from chinwag.chat.chats import load_chat, require_member
 from chinwag.chat.conversations import record_mentions
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Delivery, Message, User
+from chinwag.chat.ratelimit import RateLimit
 from chinwag.store.database import Database
 from chinwag.store.schema import chats, deliveries, memberships, messages, outbox, users
 
@@ -64,13 +65,16 @@ def send_message(
     client_id: str | None = None,
     *,
     max_chars: int = 4000,
+    limit: tuple[RateLimit, str] | None = None,
 ) -> SendResult:
+    """Store a message and its outbox row; ``limit`` (a rate limit and its subject) is counted
+    in the same transaction."""
     if not body.strip():
         raise InvalidInput("body must not be empty", field="body")
     if len(body) > max_chars:
         raise InvalidInput(f"body is longer than {max_chars} characters", field="body")
     try:
-        return _send_once(db, user, chat_id, body, client_id)
+        return _send_once(db, user, chat_id, body, client_id, limit)
     except IntegrityError:
         # Two concurrent sends with the same client_id: the other one won; return its message.
         if client_id is None:
@@ -83,34 +87,45 @@ def send_message(
 
 
 def _send_once(
-    db: Database, user: User, chat_id: int, body: str, client_id: str | None
+    db: Database,
+    user: User,
+    chat_id: int,
+    body: str,
+    client_id: str | None,
+    limit: tuple[RateLimit, str] | None,
 ) -> SendResult:
     now = time.time()
     with db.write() as conn:
-        require_member(conn, chat_id, user.id)
-        if client_id is not None:
-            earlier = _by_client_id(conn, chat_id, user.id, client_id)
-            if earlier is not None:
-                return SendResult(
-                    earlier, load_chat(conn, chat_id, user, with_members=False), False
-                )
-        message_id = conn.execute(
-            messages.insert()
-            .returning(messages.c.id)
-            .values(
-                chat_id=chat_id, sender_id=user.id, body=body, client_id=client_id, created_at=now
-            )
-        ).scalar_one()
-        conn.execute(
-            outbox.insert().values(
-                message_id=message_id, state="pending", due_at=now, created_at=now, updated_at=now
-            )
+        refusal = ratelimit.count(conn, *limit, now=now) if limit is not None else None
+        if refusal is None:
+            return _store(conn, user, chat_id, body, client_id, now)
+    # Outside the block: the refused hit is committed, so a hammered window stays closed.
+    raise refusal
+
+
+def _store(
+    conn: Connection, user: User, chat_id: int, body: str, client_id: str | None, now: float
+) -> SendResult:
+    require_member(conn, chat_id, user.id)
+    if client_id is not None:
+        earlier = _by_client_id(conn, chat_id, user.id, client_id)
+        if earlier is not None:
+            return SendResult(earlier, load_chat(conn, chat_id, user, with_members=False), False)
+    message_id = conn.execute(
+        messages.insert()
+        .returning(messages.c.id)
+        .values(chat_id=chat_id, sender_id=user.id, body=body, client_id=client_id, created_at=now)
+    ).scalar_one()
+    conn.execute(
+        outbox.insert().values(
+            message_id=message_id, state="pending", due_at=now, created_at=now, updated_at=now
         )
-        record_mentions(conn, message_id, chat_id, body)
-        row = conn.execute(_message_query().where(messages.c.id == message_id)).mappings().one()
-        message = message_from_row(row)
-        events.append(conn, "message", message_event(message), chat_id=chat_id)
-        chat = load_chat(conn, chat_id, user, with_members=False)
+    )
+    record_mentions(conn, message_id, chat_id, body)
+    row = conn.execute(_message_query().where(messages.c.id == message_id)).mappings().one()
+    message = message_from_row(row)
+    events.append(conn, "message", message_event(message), chat_id=chat_id)
+    chat = load_chat(conn, chat_id, user, with_members=False)
     return SendResult(message, chat, True)
 
 

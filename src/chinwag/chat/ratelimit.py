@@ -72,16 +72,30 @@ def hit(db: Database, limit: RateLimit, subject: str, *, now: float | None = Non
     """
     if not limit.enabled:
         return
+    with db.write() as conn:
+        refusal = count(conn, limit, subject, now=now)
+    if refusal is not None:
+        raise refusal
+
+
+def count(
+    conn: Connection, limit: RateLimit, subject: str, *, now: float | None = None
+) -> RateLimited | None:
+    """Count one hit inside the caller's write transaction, so that a send pays for one
+    transaction, not two. Returns the refusal to raise once that transaction has committed
+    (the refused hit must stay counted), or None when the budget allows the hit."""
+    if not limit.enabled:
+        return None
     at = time.time() if now is None else now
     window_start = math.floor(at / limit.window_seconds) * limit.window_seconds
-    with db.write() as conn:
-        count, current_start = _count_hit(conn, limit.key(subject), window_start)
-    if count > limit.limit:
-        retry_after = max(1, math.ceil(current_start + limit.window_seconds - at))
-        raise RateLimited(
-            f"too many requests ({limit.name}); try again in {retry_after} s",
-            retry_after=retry_after,
-        )
+    hits, current_start = _count_hit(conn, limit.key(subject), window_start)
+    if hits <= limit.limit:
+        return None
+    retry_after = max(1, math.ceil(current_start + limit.window_seconds - at))
+    return RateLimited(
+        f"too many requests ({limit.name}); try again in {retry_after} s",
+        retry_after=retry_after,
+    )
 
 
 def hit_all(db: Database, hits: list[tuple[RateLimit, str]], *, now: float | None = None) -> None:

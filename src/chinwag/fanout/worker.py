@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from chinwag.chat import events
+from chinwag.chat import events, ratelimit
 from chinwag.fanout.deliveries import (
     ClaimedDelivery,
     RetryPolicy,
@@ -209,6 +209,7 @@ class Worker:
         if time.monotonic() - self._last_prune >= opts.prune_every:
             self._last_prune = time.monotonic()
             await self._db(events.prune, self.db, time.time())
+            await self._db(ratelimit.prune, self.db)
         return progressed
 
     def _start_send(self, item: ClaimedDelivery) -> None:

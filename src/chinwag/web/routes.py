@@ -258,9 +258,14 @@ def _rate_limits(ctx: RequestContext) -> ratelimit.RateLimits:
 
 def _send(ctx: RequestContext, chat_id: int, body: str, client_id: str | None) -> s.SendOut:
     settings = ctx.services.settings
-    ratelimit.hit(ctx.services.db, _rate_limits(ctx).sends_per_user, str(ctx.member.id))
     result = messages.send_message(
-        ctx.services.db, ctx.member, chat_id, body, client_id, max_chars=settings.max_message_chars
+        ctx.services.db,
+        ctx.member,
+        chat_id,
+        body,
+        client_id,
+        max_chars=settings.max_message_chars,
+        limit=(_rate_limits(ctx).sends_per_user, str(ctx.member.id)),
     )
     if result.created:
         try:
