@@ -56,7 +56,10 @@ class WorkerOptions:
     claim_batch: int = 1000
     expand_batch: int = 1000
     max_expanding: int = 4
-    flush_every: float = 0.05
+    # Outcomes wait at most this long to be written. A SIGKILL repeats the sends whose outcome
+    # was not written yet, so a short wait means fewer duplicates; batches still grow under load
+    # because results keep arriving while a write is under way.
+    flush_every: float = 0.01
     flush_size: int = 500
     shutdown_grace: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
