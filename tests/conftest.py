@@ -17,6 +17,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from chinwag.config import Settings
+from chinwag.fakes.suite import RunningFakes
 from chinwag.store.database import Database
 from chinwag.store.migrate import upgrade
 from chinwag.web import Services, create_app
@@ -154,3 +155,11 @@ class Api:
 @pytest.fixture
 def api(server: LiveServer) -> Api:
     return Api(server)
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
+    """The local fake providers (APNs, FCM, Web Push, SMTP, webhooks) on loopback, over TLS."""
+    running = RunningFakes.start(tmp_path / "fakes")
+    yield running
+    running.stop()

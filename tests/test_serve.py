@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,13 +17,6 @@ from tests.support.processes import ChinwagProcess, wait_until
 from chinwag.fakes.suite import RunningFakes
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
-    running = RunningFakes.start(tmp_path / "fakes")
-    yield running
-    running.stop()
 
 
 def _children(pid: int) -> list[int]:

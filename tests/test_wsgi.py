@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -79,13 +78,6 @@ class Client:
 @pytest.fixture(params=["gunicorn", "uwsgi"])
 def server_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
-    running = RunningFakes.start(tmp_path / "fakes")
-    yield running
-    running.stop()
 
 
 def test_max_requests_one_loses_no_notification(

@@ -36,13 +36,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
-    running = RunningFakes.start(tmp_path / "fakes")
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def queue_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'queue.db'}"
 

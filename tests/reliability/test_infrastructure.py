@@ -11,7 +11,6 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -86,13 +85,6 @@ def _redis_answers() -> bool:
         return bool(redis_lib.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
     except redis_lib.RedisError:
         return False
-
-
-@pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
-    running = RunningFakes.start(tmp_path / "fakes")
-    yield running
-    running.stop()
 
 
 class Poster(threading.Thread):

@@ -6,7 +6,6 @@ line or error body."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,13 +21,6 @@ from chinwag.store.migrate import upgrade
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
-    running = RunningFakes.start(tmp_path / "fakes")
-    yield running
-    running.stop()
 
 
 def _key_lines(pem: str) -> list[str]:

@@ -53,13 +53,6 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[RunningFakes]:
-    running = RunningFakes.start(tmp_path / "fakes")
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveServer]:
     """The web tier with a real doorbell, and one worker process ringing on the same queue."""
     queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
