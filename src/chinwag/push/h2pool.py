@@ -166,13 +166,11 @@ class H2Pool:
         while True:
             if self._closed:
                 raise H2Unavailable("closed")
-            usable = [c for c in self._connections if c.usable]
-            if len(usable) != len(self._connections):
-                self._connections = usable
-            for connection in usable:
-                if connection.has_capacity():
-                    return connection
-            if len(usable) < self._max_connections:
+            self._connections = [c for c in self._connections if c.usable]
+            connection = self._free_connection()
+            if connection is not None:
+                return connection
+            if len(self._connections) < self._max_connections:
                 # Loop again rather than take the new connection: every waiter of a shared
                 # attempt gets it, and together they may be more than it has streams for.
                 await self._connect_once()
