@@ -33,16 +33,21 @@ def test_the_limit_plus_one_is_refused_with_the_seconds_left(db: Database) -> No
 
 
 def test_the_next_window_starts_afresh_and_subjects_are_apart(db: Database) -> None:
-    """A new window resets the count; another subject has a budget of its own."""
-    for _ in range(4):
+    """A window lasts a minute from the subject's first hit, whatever the wall clock's minute;
+    the first hit after it opens a new one; another subject has a budget of its own."""
+    hit(db, LIMIT, "bob", now=1230.0)  # opens bob's window, 1230..1290
+    for _ in range(3):
         with contextlib.suppress(RateLimited):
             hit(db, LIMIT, "bob", now=1259.0)
-    hit(db, LIMIT, "carol", now=1259.0)
-    hit(db, LIMIT, "bob", now=1260.0)  # the window of 1260..1320 is new
+    with pytest.raises(RateLimited) as refused:
+        hit(db, LIMIT, "bob", now=1280.0)  # across the clock's minute, still bob's window
+    assert refused.value.retry_after == 10
+    hit(db, LIMIT, "carol", now=1280.0)
+    hit(db, LIMIT, "bob", now=1290.0)  # the window of 1290..1350 is new
 
 
 def test_a_late_clock_does_not_reopen_a_window(db: Database) -> None:
-    """A process whose clock lags into the previous window still counts against the current one."""
+    """A process whose clock lags behind the window's start still counts against that window."""
     for _ in range(3):
         hit(db, LIMIT, "dave", now=1261.0)
     with pytest.raises(RateLimited):
@@ -63,7 +68,7 @@ def test_hit_all_counts_every_limit_and_reports_the_longest_wait(db: Database) -
     hit_all(db, [(short, "x"), (long, "y")], now=1000.0)
     with pytest.raises(RateLimited) as refused:
         hit_all(db, [(short, "x"), (long, "y")], now=1001.0)
-    assert refused.value.retry_after == 199  # the 600 s windows are aligned: 600..1200
+    assert refused.value.retry_after == 599  # the 600 s window opened at 1000
 
 
 def test_long_subjects_fit_the_key_column(db: Database) -> None:
@@ -106,11 +111,14 @@ def test_prune_removes_old_windows_only(db: Database) -> None:
     assert prune(db, now=7200.0) == 1
 
 
-def test_the_worker_prunes_old_counters(db: Database) -> None:
-    """Nobody else deletes them: the fan-out worker's hourly housekeeping does."""
+@pytest.mark.parametrize("uptime", [2.0, 86_400.0], ids=["just-booted", "up-a-day"])
+def test_the_worker_prunes_old_counters(db: Database, uptime: float) -> None:
+    """Nobody else deletes them: the fan-out worker's hourly housekeeping does, from its first
+    step on, whether the machine booted two seconds or a day ago (its monotonic clock)."""
     hit(db, LIMIT, "long ago", now=0.0)
     hit(db, LIMIT, "just now")
-    asyncio.run(Worker(db, RecordingDispatcher()).run_until_idle(limit_seconds=30))
+    worker = Worker(db, RecordingDispatcher(), clock=lambda: uptime)
+    asyncio.run(worker.run_until_idle(limit_seconds=30))
     with db.read() as conn:
         keys = conn.execute(sa.select(rate_limits.c.key)).scalars().all()
     assert keys == [LIMIT.key("just now")]

@@ -82,8 +82,12 @@ class Worker:
         options: WorkerOptions | None = None,
         *,
         owner: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
+        # Intervals are timed on a monotonic clock, which counts from an arbitrary point (boot,
+        # on Linux): "never done" is None, not 0.0, or a freshly booted machine waits an hour.
+        self._clock = clock
         self.sender = sender
         self.options = options or WorkerOptions()
         self.owner = owner or new_owner_id()
@@ -95,10 +99,10 @@ class Worker:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._per_platform: Counter[str] = Counter()
         self._results: list[tuple[ClaimedDelivery, Outcome | None]] = []
-        self._last_flush = time.monotonic()
+        self._last_flush = clock()
         self._changed_messages: set[int] = set()
-        self._last_summary = 0.0
-        self._last_prune = 0.0
+        self._last_summary: float | None = None
+        self._last_prune: float | None = None
 
     def wake(self, _message_id: int | None = None) -> None:
         """Thread-safe: called by the doorbell listener when a message was stored."""
@@ -200,17 +204,17 @@ class Worker:
             progressed |= bool(claimed)
         if self._results and (
             len(self._results) >= opts.flush_size
-            or time.monotonic() - self._last_flush >= opts.flush_every
+            or self._clock() - self._last_flush >= opts.flush_every
             or not self._in_flight
         ):
             await self._flush()
             progressed = True
         if self._changed_messages and (
-            not self._in_flight or time.monotonic() - self._last_summary >= opts.summary_every
+            not self._in_flight or self._elapsed(self._last_summary, opts.summary_every)
         ):
             await self._publish_summaries()
-        if time.monotonic() - self._last_prune >= opts.prune_every:
-            self._last_prune = time.monotonic()
+        if self._elapsed(self._last_prune, opts.prune_every):
+            self._last_prune = self._clock()
             await self._db(events.prune, self.db, time.time())
             await self._db(ratelimit.prune, self.db)
         return progressed
@@ -239,7 +243,7 @@ class Worker:
 
     async def _flush(self) -> None:
         results, self._results = self._results, []
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock()
         recorded = await self._db(
             record_outcomes, self.db, self.owner, results, time.time(), self.options.retry
         )
@@ -250,7 +254,7 @@ class Worker:
     async def _publish_summaries(self) -> None:
         """Tell each sender how their message's fan-out stands (the live delivery panel)."""
         changed, self._changed_messages = self._changed_messages, set()
-        self._last_summary = time.monotonic()
+        self._last_summary = self._clock()
         await self._db(_publish_delivery_events, self.db, sorted(changed))
 
     async def _idle(self, stop: asyncio.Event) -> None:
@@ -298,6 +302,9 @@ class Worker:
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _elapsed(self, last: float | None, every: float) -> bool:
+        return last is None or self._clock() - last >= every
 
     def _count(self, key: str, amount: int) -> None:
         self.stats[key] = self.stats.get(key, 0) + amount
