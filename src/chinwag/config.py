@@ -91,7 +91,8 @@ class Settings:
     # A comment line on idle live streams this often: keeps proxies from closing them and lets
     # the server notice a client that went away.
     stream_heartbeat_seconds: float = 15.0
-    # Fixed one-minute windows shared by every web process through the database; 0 turns one off.
+    # One-minute windows (from a subject's first hit) shared by every web process through the
+    # database; 0 turns one off.
     rate_signin_per_account: int = 10
     rate_signin_per_address: int = 100
     rate_sends_per_user: int = 300

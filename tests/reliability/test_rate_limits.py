@@ -4,7 +4,6 @@ one database."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,14 +45,6 @@ def webs(tmp_path: Path) -> Iterator[list[WebProcess]]:
             process.process.stop()
 
 
-def _within_one_window(needed: float = 15.0) -> None:
-    """Start a test's burst early enough in a minute that it cannot straddle two fixed windows
-    (a new window would rightly reset the count)."""
-    left = 60.0 - time.time() % 60.0
-    if left < needed:
-        time.sleep(left + 0.05)
-
-
 def _sign_in(web: WebProcess, username: str, password: str = PASSWORD) -> httpx.Response:
     return httpx.post(
         f"{web.url}/v1/tokens", json={"username": username, "password": password}, timeout=10
@@ -70,7 +61,6 @@ def _assert_limited(response: httpx.Response) -> int:
 def test_sign_in_per_account_is_limited_across_web_processes(webs: list[WebProcess]) -> None:
     """Four sign-ins a minute per account, counted together whichever process answers: the fifth,
     even with the right password, is 429 + Retry-After; another account is not affected."""
-    _within_one_window()
     sign_in(webs[0].url, "mallory", PASSWORD)  # sign-up and the first sign-in
     sign_in(webs[0].url, "alice", PASSWORD)
     answers = [_sign_in(webs[n % 3], "mallory", "wrong-guess").status_code for n in range(3)]
@@ -88,7 +78,6 @@ def test_sign_in_per_account_is_limited_across_web_processes(webs: list[WebProce
 def test_sign_in_per_address_is_limited_whatever_the_account(webs: list[WebProcess]) -> None:
     """Twelve sign-ins a minute from one address, over many accounts and processes; then 429,
     and a forged X-Forwarded-For does not buy another budget."""
-    _within_one_window()
     statuses = [_sign_in(webs[n % 3], f"nobody{n}").status_code for n in range(12)]
     assert statuses == [401] * 12
     _assert_limited(_sign_in(webs[0], "nobody-else"))
@@ -104,7 +93,6 @@ def test_sign_in_per_address_is_limited_whatever_the_account(webs: list[WebProce
 def test_sends_per_user_are_limited_across_web_processes(webs: list[WebProcess]) -> None:
     """Six sends a minute per user over three processes (both send routes count); the seventh is
     429 + Retry-After and stores nothing; another sender still gets through."""
-    _within_one_window()
     alice = {"Authorization": f"Bearer {sign_in(webs[0].url, 'alice', PASSWORD)}"}
     bob = {"Authorization": f"Bearer {sign_in(webs[0].url, 'bob', PASSWORD)}"}
     chat = httpx.post(

@@ -1,10 +1,13 @@
-"""Rate limits shared by every web process: fixed-window counters in the ``rate_limits`` table.
+"""Rate limits shared by every web process: windowed counters in the ``rate_limits`` table.
 
 A limit is "at most N hits per window for one subject" (an account, a client address, a sender).
-Each hit is one atomic upsert that either starts a new window or adds one to the current window's
-count and returns the count, so any number of web processes on any number of machines share one
-budget without a lock or a second round trip. Fixed windows allow a burst of up to 2N across a
-window boundary; for sign-in and send abuse that is an acceptable price for one row per subject.
+A subject's window opens at its first hit and lasts ``window_seconds``; the first hit after it
+ends opens the next. Each hit is one atomic upsert that either opens a new window or adds one to
+the current window's count and returns the count, so any number of web processes on any number of
+machines share one budget without a lock or a second round trip. Windows anchored on the subject,
+not on the wall clock's minutes, mean that a burst of N + 1 hits within one window is refused
+wherever the minute hand stands; consecutive windows still allow up to 2N across their boundary,
+an acceptable price for one row per subject.
 """
 
 from __future__ import annotations
@@ -87,8 +90,7 @@ def count(
     if not limit.enabled:
         return None
     at = time.time() if now is None else now
-    window_start = math.floor(at / limit.window_seconds) * limit.window_seconds
-    hits, current_start = _count_hit(conn, limit.key(subject), window_start)
+    hits, current_start = _count_hit(conn, limit.key(subject), at, limit.window_seconds)
     if hits <= limit.limit:
         return None
     retry_after = max(1, math.ceil(current_start + limit.window_seconds - at))
@@ -110,12 +112,12 @@ def hit_all(db: Database, hits: list[tuple[RateLimit, str]], *, now: float | Non
         raise max(refusals, key=lambda exc: exc.retry_after)
 
 
-def _count_hit(conn: Connection, key: str, window_start: float) -> tuple[int, float]:
+def _count_hit(conn: Connection, key: str, at: float, window_seconds: float) -> tuple[int, float]:
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        statement = _upsert(postgresql.insert(rate_limits), key, window_start)
+        statement = _upsert(postgresql.insert(rate_limits), key, at, window_seconds)
     elif dialect == "sqlite":
-        statement = _upsert(sqlite.insert(rate_limits), key, window_start)
+        statement = _upsert(sqlite.insert(rate_limits), key, at, window_seconds)
     else:  # pragma: no cover - chinwag supports these two
         raise RuntimeError(f"rate limits need PostgreSQL or SQLite, not {dialect}")
     row = conn.execute(statement).one()
@@ -123,14 +125,14 @@ def _count_hit(conn: Connection, key: str, window_start: float) -> tuple[int, fl
 
 
 def _upsert(
-    insert: postgresql.Insert | sqlite.Insert, key: str, window_start: float
+    insert: postgresql.Insert | sqlite.Insert, key: str, at: float, window_seconds: float
 ) -> ReturningInsert[Any]:
     table = rate_limits.c
-    # A clock a little behind another process's must not reopen a window: only a later window
-    # resets the count.
-    newer = insert.excluded.window_start > table.window_start
+    # Only a hit after the stored window has ended opens a new one, so a clock a little behind
+    # another process's cannot reopen a window.
+    newer = insert.excluded.window_start >= table.window_start + window_seconds
     return (
-        insert.values(key=key, window_start=window_start, count=1)
+        insert.values(key=key, window_start=at, count=1)
         .on_conflict_do_update(
             index_elements=[table.key],
             set_={

@@ -182,7 +182,7 @@ email_digests = sa.Table(
     sa.Column("last_sent_at", sa.Float, nullable=False),
 )
 
-# Fixed-window counters shared by every web process (sign-in and send limits).
+# Windowed counters shared by every web process (sign-in and send limits).
 rate_limits = sa.Table(
     "rate_limits",
     metadata,
