@@ -18,7 +18,7 @@ def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'queue.db'}"
     if request.param == "redis":
         require_redis()
-        return REDIS_URL.rsplit("/", 1)[0] + "/3"  # a database of its own
+        return REDIS_URL  # this test process's own database
     require_postgres()
     return PG_ADMIN_DSN
 

@@ -112,3 +112,29 @@ def delivery_statuses(db: Database, message_ids: list[int] | None = None) -> dic
         query = query.where(deliveries.c.message_id.in_(message_ids))
     with db.read() as conn:
         return {status: count for status, count in conn.execute(query)}
+
+
+OPEN_STATUSES = ("pending", "sending", "retrying")
+
+
+def fanout_settled(db: Database, message_ids: list[int]) -> bool:
+    """Every outbox row of these messages is expanded and no delivery of them is still open: the
+    fakes have seen everything these messages will ever send (outcomes are recorded after the
+    provider answered), so a test may count what arrived without sleeping first."""
+    from chinwag.store.schema import deliveries, outbox
+
+    with db.read() as conn:
+        unexpanded = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.message_id.in_(message_ids), outbox.c.state != "done")
+        ).scalar_one()
+        still_open = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(
+                deliveries.c.message_id.in_(message_ids),
+                deliveries.c.status.in_(OPEN_STATUSES),
+            )
+        ).scalar_one()
+    return unexpanded == 0 and still_open == 0

@@ -30,7 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "img"
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +73,16 @@ def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveServ
     yield server
     worker.stop()
     server.stop()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the tests' screenshots go: a temporary directory, so that a test run leaves the tree
+    as it found it; `make screenshots` points CHINWAG_SCREENSHOTS at docs/img to refresh them."""
+    target = os.environ.get("CHINWAG_SCREENSHOTS")
+    path = Path(target) if target else tmp_path / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture

@@ -1,18 +1,21 @@
 """The web client in headless Chromium: two people chat, the sender watches every fake device
 get its notification, muting silences a chat, the operator page shows the figures.
 
-Screenshots land in docs/img/ (the README shows them)."""
+Screenshots go to a temporary directory; `make screenshots` writes them to docs/img/ (the README
+shows them)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 from tests.conftest import Api, LiveServer
 from tests.support.processes import wait_until
-from tests.web.browser.conftest import SCREENSHOTS
 
 from chinwag.chat.accounts import set_admin
 from chinwag.fakes.suite import RunningFakes
@@ -20,6 +23,7 @@ from chinwag.store.database import Database
 
 PASSWORD = "correct horse"
 TIMEOUT_MS = 20_000
+expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine renders late, never wrongly
 _contexts: list[Any] = []
 
 
@@ -67,7 +71,7 @@ def signed_in_page(browser: Any, live: LiveServer, username: str) -> Any:
 
 
 def test_two_people_chat_and_every_fake_device_reports_delivered(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes, screenshots: Path
 ) -> None:
     """alice and bob chat live; alice's panel shows each of bob's five devices delivered."""
     providers = fakes.providers
@@ -96,7 +100,7 @@ def test_two_people_chat_and_every_fake_device_reports_delivered(
         bob.fill("#device-address", address)
         bob.click("#device-form button[type=submit]")
         bob.wait_for_selector(f"#device-list li[data-platform={platform}]")
-    assert bob.locator("#device-list li").count() == 5
+    expect(bob.locator("#device-list li")).to_have_count(5)
     bob.click("#close-devices")
 
     # alice creates the group and writes; bob sees it without reloading
@@ -117,8 +121,9 @@ def test_two_people_chat_and_every_fake_device_reports_delivered(
     panel = alice.locator("li.message.mine .delivery").first
     panel.locator(".delivery-toggle").click()
     alice.wait_for_selector("li.message.mine .delivery[data-settled=true][data-delivered='5']")
+    # Settled may be seen before the click's own fetch has drawn the rows: wait for them.
     rows = panel.locator("tr[data-delivery-id]")
-    assert rows.count() == 5
+    expect(rows).to_have_count(5)
     assert {rows.nth(i).get_attribute("data-platform") for i in range(5)} == {
         "apns",
         "fcm",
@@ -127,13 +132,12 @@ def test_two_people_chat_and_every_fake_device_reports_delivered(
         "webhook",
     }
     assert {rows.nth(i).get_attribute("data-status") for i in range(5)} == {"delivered"}
-    assert panel.locator(".delivery-toggle").inner_text().startswith("5/5 delivered")
+    expect(panel.locator(".delivery-toggle")).to_have_text(re.compile(r"^5/5 delivered"))
     accepted = providers.accepted_counts()
     assert all(accepted[p] >= 1 for p in ("apns", "fcm", "webpush", "email", "webhook"))
     assert accepted["email"] == accepted["webhook"] == 1  # alerts only: no silent updates
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    alice.screenshot(path=str(SCREENSHOTS / "screenshot-chat.png"))
-    panel.locator("xpath=..").screenshot(path=str(SCREENSHOTS / "screenshot-delivery-panel.png"))
+    alice.screenshot(path=str(screenshots / "screenshot-chat.png"))
+    panel.locator("xpath=..").screenshot(path=str(screenshots / "screenshot-delivery-panel.png"))
     assert alice.js_errors == [] and bob.js_errors == []
 
 
@@ -187,19 +191,28 @@ def test_history_scrolls_back_to_the_first_message(
     alice = signed_in_page(browser, live, "alice")
     alice.click("#chat-list li:has-text('Long') button")
     alice.wait_for_selector("li.message:has-text('line 70')")
-    assert alice.locator("li.message").count() == 30
+    expect(alice.locator("li.message")).to_have_count(30)
+    # Each scroll to the top loads one earlier page: wait for it to arrive before the next.
     for _ in range(5):
+        shown = alice.locator("li.message").count()
         if alice.locator("li.message:has-text('line 01')").count():
             break
         alice.eval_on_selector("#history", "h => { h.scrollTop = 0; }")
-        alice.wait_for_timeout(300)
+        alice.wait_for_function(
+            "n => document.querySelectorAll('li.message').length > n", arg=shown
+        )
     alice.wait_for_selector("li.message:has-text('line 01')")
-    assert alice.locator("li.message").count() == 70
+    expect(alice.locator("li.message")).to_have_count(70)
     assert alice.locator("#load-earlier").is_hidden()
 
 
 def test_operator_page_shows_queue_throughput_and_failures(
-    browser: Any, live: LiveServer, people: Api, db: Database, fakes: RunningFakes
+    browser: Any,
+    live: LiveServer,
+    people: Api,
+    db: Database,
+    fakes: RunningFakes,
+    screenshots: Path,
 ) -> None:
     """An admin sees deliveries and a dead token explained; a member is told the page is not
     theirs."""
@@ -228,12 +241,12 @@ def test_operator_page_shows_queue_throughput_and_failures(
     assert admin.locator("#admin-link").is_visible()
     admin.goto(f"{live.url}/admin")
     admin.wait_for_selector("#dashboard:not([hidden])")
-    assert admin.inner_text("#delivered-window") == "2"
-    assert admin.inner_text("#queue-depth") == "0"
+    expect(admin.locator("#delivered-window")).to_have_text("2")
+    expect(admin.locator("#queue-depth")).to_have_text("0")
     admin.wait_for_selector("#failures td:has-text('token_dead')")
     assert admin.locator("#throughput rect.delivered").count() >= 1
     admin.set_viewport_size({"width": 1180, "height": 1100})
-    admin.screenshot(path=str(SCREENSHOTS / "screenshot-admin.png"), full_page=True)
+    admin.screenshot(path=str(screenshots / "screenshot-admin.png"), full_page=True)
     assert admin.js_errors == []
 
 
@@ -265,5 +278,5 @@ def test_client_falls_back_to_polling_when_the_stream_is_refused(
     page.fill("#composer-body", "and answered")
     page.press("#composer-body", "Enter")
     page.wait_for_selector("li.message.mine .delivery[data-settled=true][data-delivered='1']")
-    assert page.inner_text("#live-status").startswith("polling")
+    expect(page.locator("#live-status")).to_have_text(re.compile(r"^polling"))
     context.close()
