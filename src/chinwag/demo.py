@@ -116,18 +116,25 @@ def _wait_healthy(url: str, timeout: float, stopping: threading.Event) -> bool:
 
 
 def run_demo(settings: Settings, argv: Sequence[str]) -> int:
-    from chinwag.bootstrap import open_database
-    from chinwag.cli import Supervisor
-
     args = _parse(argv, settings)
-    directory: Path = args.dir or Path(tempfile.mkdtemp(prefix="chinwag-demo-"))
-    directory.mkdir(parents=True, exist_ok=True)
     port = _free_port(args.host, args.port)
     if port is None:
         print(
             f"chinwag demo: {args.host}:{args.port} is in use; pick another --port", file=sys.stderr
         )
         return 2
+    if args.dir:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        return _run_demo_in(args, settings, args.dir, port)
+    # A directory of our own making goes when the demo stops, Ctrl-C included.
+    with tempfile.TemporaryDirectory(prefix="chinwag-demo-") as temporary:
+        return _run_demo_in(args, settings, Path(temporary), port)
+
+
+def _run_demo_in(args: argparse.Namespace, settings: Settings, directory: Path, port: int) -> int:
+    from chinwag.bootstrap import open_database
+    from chinwag.cli import Supervisor
+
     url = f"http://{args.host}:{port}"
     database_url = f"sqlite:///{directory / 'chinwag.db'}"
     fakes = RunningFakes.start(directory / "fakes")
