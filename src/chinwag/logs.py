@@ -41,3 +41,6 @@ def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     # hpack logs every HTTP/2 header at DEBUG, provider bearer tokens (APNs JWT, FCM) included.
     logging.getLogger("hpack").setLevel(logging.WARNING)
     logging.getLogger("h2").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins and its DDL mode at INFO in every process; the one
+    # line an operator needs, which schema upgrade ran, chinwag.store.migrate logs itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

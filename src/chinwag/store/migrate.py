@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +11,8 @@ from alembic.config import Config
 from chinwag.store.database import Database
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+log = logging.getLogger("chinwag.store")
 
 
 def alembic_config(db: Database) -> Config:
@@ -22,7 +25,11 @@ def alembic_config(db: Database) -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
+    before = current_revision(db)
     command.upgrade(alembic_config(db), revision)
+    after = current_revision(db)
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "empty", after)
 
 
 def downgrade(db: Database, revision: str) -> None:
