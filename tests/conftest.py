@@ -24,7 +24,26 @@ from chinwag.web import Services, create_app
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_DSN = os.environ.get("CHINWAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("CHINWAG_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first: under pytest-xdist a long test picked up last makes the run wait for it
+    alone, while the short ones fill the gaps anywhere."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _redis_url_of_this_worker(base: str) -> str:
+    """Under pytest-xdist each worker process gets a Redis database of its own (1-8), so that a
+    test that flushes its queue cannot empty another's; a serial run uses the one named."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return base
+    return f"{base.rsplit('/', 1)[0]}/{1 + int(worker[2:]) % 8}"
+
+
+REDIS_URL = _redis_url_of_this_worker(
+    os.environ.get("CHINWAG_TEST_REDIS", "redis://127.0.0.1:6379/0")
+)
 
 
 def _postgres_available() -> bool:

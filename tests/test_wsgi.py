@@ -40,7 +40,7 @@ def _server_command(kind: str, port: int) -> list[str]:
         ]
     uwsgi = shutil.which("uwsgi", path=str(bin_dir)) or shutil.which("uwsgi")
     if uwsgi is None:
-        pytest.fail("uwsgi is a dev dependency (make install) but is not installed")
+        pytest.fail("uwsgi is a dev dependency (make install-dev) but is not installed")
     return [
         uwsgi,
         "--http",

@@ -49,6 +49,8 @@ from chinwag.web import Services
 DISRUPTIVE = IN_CI or os.environ.get("CHINWAG_TEST_DISRUPTIVE") == "1"
 pytestmark = [
     pytest.mark.slow,
+    # Restarts PostgreSQL and Redis for the whole machine: never alongside other tests.
+    pytest.mark.serial,
     pytest.mark.timeout(150),
     pytest.mark.skipif(
         not DISRUPTIVE, reason="restarts shared services: set CI=true or CHINWAG_TEST_DISRUPTIVE=1"
