@@ -61,6 +61,7 @@ def _up(url: str) -> bool:
 def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
     tmp_path: Path, fakes: RunningFakes
 ) -> None:
+    """serve creates its database here, delivers, restarts a SIGKILLed worker, stops on SIGTERM."""
     workdir = tmp_path / "app"
     workdir.mkdir()
     port = free_port()
@@ -140,6 +141,53 @@ def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
         log.close()
     output = (tmp_path / "serve.log").read_text(errors="replace")
     assert "restarting" in output, output[-3000:]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init, which may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads children from /proc")
+def test_children_stop_when_serve_is_sigkilled(tmp_path: Path, fakes: RunningFakes) -> None:
+    """SIGKILL the `chinwag serve` supervisor: its web process and workers are gone within 15 s."""
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHINWAG_")}
+    env.update(fakes.env(), CHINWAG_PORT=str(port))
+    with (tmp_path / "serve.log").open("wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "chinwag", "serve", "--workers", "2"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    children: list[int] = []
+    try:
+        wait_until(lambda: _up(f"http://127.0.0.1:{port}"), 30, "chinwag serve to answer")
+        wait_until(lambda: len(_worker_pids(serve.pid)) == 2, 30, "two workers")
+        children = _children(serve.pid)
+        assert len(children) == 3, children
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(timeout=10)
+        took = wait_until(
+            lambda: not any(_running(pid) for pid in children), 15, "every child to stop"
+        )
+        print(f"children of a SIGKILLed supervisor gone after {took:.2f} s")
+    finally:
+        for pid in [serve.pid, *children]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        serve.wait(timeout=10)
+    output = (tmp_path / "serve.log").read_text(errors="replace")
+    assert output.count("the supervisor is gone") == 3, output[-3000:]
 
 
 def test_worker_serves_its_push_metrics_when_asked(tmp_path: Path, fakes: RunningFakes) -> None:

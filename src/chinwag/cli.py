@@ -18,6 +18,15 @@ from chinwag.config import ConfigError, Settings
 
 log = logging.getLogger("chinwag")
 
+# `chinwag serve` hands each child the read end of a pipe whose write end only it holds. However
+# the supervisor dies (SIGKILL included), the kernel closes that end, the child reads EOF and
+# stops as on SIGTERM. Unlike PR_SET_PDEATHSIG it works beyond Linux, and it is not tied to the
+# thread that started the child.
+SUPERVISOR_FD_ENV = "CHINWAG_SUPERVISOR_FD"
+# A child whose supervisor died gets this long to stop gracefully (a worker finishes in-flight
+# sends within its 10 s grace) before it exits regardless.
+ORPHAN_GRACE_SECONDS = 30.0
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -33,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(json_lines=False, level="WARNING")
         return run_demo(Settings.from_env(), arguments[1:])
     args = _parser().parse_args(arguments)
+    _stop_with_supervisor()
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -53,6 +63,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "admin": _admin,
     }[args.command]
     return command(settings, args)
+
+
+def _stop_with_supervisor() -> None:
+    """In a child of `chinwag serve`: stop when the supervisor is gone (see SUPERVISOR_FD_ENV)."""
+    raw = os.environ.pop(SUPERVISOR_FD_ENV, None)
+    if not raw or not raw.isdigit():
+        return
+    fd = int(raw)
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):  # nothing is ever written: this returns b"" at EOF
+                pass
+        except OSError:
+            pass
+        log.warning("the supervisor is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        log.error("still running %.0fs after the supervisor died; exiting", ORPHAN_GRACE_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="supervisor-lifeline", daemon=True).start()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,7 +197,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 class Supervisor:
-    """Keeps child processes running: a child that dies is restarted, with a growing pause."""
+    """Keeps child processes running: a child that dies is restarted, with a growing pause.
+    The children stop when the supervisor dies, even by SIGKILL (see SUPERVISOR_FD_ENV)."""
 
     def __init__(self, commands: dict[str, list[str]], env: dict[str, str], log_level: str) -> None:
         self.commands = commands
@@ -174,6 +207,8 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = dict.fromkeys(commands, 0)
         self._stop = threading.Event()
+        # Both ends are not inheritable: only the read end is passed, to our children alone.
+        self._lifeline: tuple[int, int] | None = os.pipe() if os.name == "posix" else None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -187,7 +222,13 @@ class Supervisor:
             self.log_level,
             *self.commands[name],
         ]
-        self.children[name] = subprocess.Popen(argv, env=self.env)  # noqa: S603 -- our own argv
+        if self._lifeline is None:
+            self.children[name] = subprocess.Popen(argv, env=self.env)  # noqa: S603 -- our argv
+            return
+        read_end = self._lifeline[0]
+        self.children[name] = subprocess.Popen(  # noqa: S603 -- our own argv
+            argv, env={**self.env, SUPERVISOR_FD_ENV: str(read_end)}, pass_fds=(read_end,)
+        )
 
     def run(self) -> int:
         for name in self.commands:

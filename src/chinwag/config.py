@@ -85,7 +85,9 @@ class Settings:
     delivery_max_attempts: int = 8
     retry_base_seconds: float = 2.0
     email_digest_seconds: float = 180.0
-    lease_seconds: float = 60.0
+    # Claims last this long unless their worker renews them (every third of it): a dead
+    # worker's deliveries are taken over within about this long.
+    lease_seconds: float = 10.0
     sweep_interval_seconds: float = 5.0
     log_json: bool = False
     # A comment line on idle live streams this often: keeps proxies from closing them and lets
@@ -140,7 +142,7 @@ class Settings:
             delivery_max_attempts=_int(env, "CHINWAG_DELIVERY_MAX_ATTEMPTS", 8),
             retry_base_seconds=float(env.get("CHINWAG_RETRY_BASE_SECONDS") or 2.0),
             email_digest_seconds=float(env.get("CHINWAG_EMAIL_DIGEST_SECONDS") or 180.0),
-            lease_seconds=float(env.get("CHINWAG_LEASE_SECONDS") or 60.0),
+            lease_seconds=float(env.get("CHINWAG_LEASE_SECONDS") or 10.0),
             sweep_interval_seconds=float(env.get("CHINWAG_SWEEP_INTERVAL") or 5.0),
             log_json=(env.get("CHINWAG_LOG_FORMAT") or "").lower() == "json",
             rate_signin_per_account=_int(env, "CHINWAG_RATE_SIGNIN_PER_MINUTE", 10),

@@ -8,83 +8,22 @@ accepted against what the policy says should arrive.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis as redis_lib
 from tests.conftest import REDIS_URL, Api, LiveServer, require_redis
-from tests.support.processes import (
-    ChinwagProcess,
-    chinwag_env,
-    delivery_statuses,
-    fanout_settled,
-    insert_apns_devices,
-    wait_until,
-)
+from tests.fanout.conftest import Workers, apns_received, big_group
+from tests.support.processes import delivery_statuses, fanout_settled, wait_until
 
-from chinwag.config import PushSettings, Settings
+from chinwag.config import Settings
 from chinwag.fakes.faults import FaultPlan
-from chinwag.fakes.suite import ALLOW_PRIVATE as ALLOW
 from chinwag.fakes.suite import RunningFakes
 from chinwag.fanout import Doorbell
 from chinwag.store.database import Database
 from chinwag.web import Services
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def queue_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'queue.db'}"
-
-
-@pytest.fixture
-def web(db: Database, queue_url: str) -> Iterator[LiveServer]:
-    doorbell = Doorbell(queue_url)
-    services = Services(_web_settings(db), db, ring_doorbell=doorbell.ring)
-    live = LiveServer(services)
-    yield live
-    live.stop()
-
-
-@pytest.fixture
-def web_api(web: LiveServer) -> Api:
-    return Api(web)
-
-
-def _web_settings(db: Database) -> Settings:
-    # The fakes listen on loopback, which the SSRF guard refuses unless allowed.
-    return Settings(database_url=db.url, push=PushSettings(allow_private_endpoints=(ALLOW,)))
-
-
-class Workers:
-    def __init__(self, db: Database, queue_url: str, fakes: RunningFakes, tmp_path: Path) -> None:
-        self.db, self.queue_url, self.fakes, self.tmp_path = db, queue_url, fakes, tmp_path
-        self.started: list[ChinwagProcess] = []
-
-    def start(self, **extra: str) -> ChinwagProcess:
-        env = chinwag_env(self.db.url, self.queue_url, self.fakes.env(), **extra)
-        log = self.tmp_path / f"worker-{len(self.started)}.log"
-        process = ChinwagProcess(["worker"], env, log)
-        self.started.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            process.stop()
-
-
-@pytest.fixture
-def workers(db: Database, queue_url: str, fakes: RunningFakes, tmp_path: Path) -> Iterator[Workers]:
-    group = Workers(db, queue_url, fakes, tmp_path)
-    yield group
-    group.stop_all()
-
-
-def _apns_tokens(fakes: RunningFakes) -> list[str]:
-    return [record.token for record in list(fakes.providers.apns.accepted)]
 
 
 def test_mixed_platform_group_gets_exactly_the_expected_notifications(
@@ -151,34 +90,24 @@ def test_mixed_platform_group_gets_exactly_the_expected_notifications(
     assert {d["user"] for d in deliveries["deliveries"]} == {"bob", "carol", "dave"}
 
 
-def _big_group(api: Api, db: Database, size: int) -> tuple[httpx.Client, int, list[str]]:
-    sender = api.user("sender")
-    member = api.user("member")
-    member_id = member.get("/v1/me").json()["id"]
-    tokens = [f"{i:064x}" for i in range(1, size + 1)]
-    insert_apns_devices(db, member_id, tokens)
-    chat = sender.post("/v1/chats", json={"title": "Everyone", "members": ["member"]}).json()
-    return sender, chat["id"], tokens
-
-
 def test_worker_killed_mid_fanout_loses_nothing(
     web_api: Api, db: Database, fakes: RunningFakes, workers: Workers
 ) -> None:
     """SIGKILL a worker half-way through 1,500 devices; its successor delivers the rest."""
     fakes.providers.apns.faults = FaultPlan(latency=0.05)
-    sender, chat_id, tokens = _big_group(web_api, db, 1500)
-    first = workers.start(CHINWAG_MAX_IN_FLIGHT="100", CHINWAG_LEASE_SECONDS="2")
+    sender, chat_id, tokens = big_group(web_api, db, 1500)
+    first = workers.start(CHINWAG_MAX_IN_FLIGHT="100")
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "all hands"})
     wait_until(lambda: len(fakes.providers.apns.accepted) >= 300, 30, "300 notifications")
     first.kill()
     killed_at = len(fakes.providers.apns.accepted)
     assert killed_at < len(tokens), "the worker finished before it could be killed"
-    workers.start(CHINWAG_MAX_IN_FLIGHT="100", CHINWAG_LEASE_SECONDS="2")
+    workers.start(CHINWAG_MAX_IN_FLIGHT="100")
     wait_until(
-        lambda: set(_apns_tokens(fakes)) >= set(tokens), 60, "every device after the restart"
+        lambda: set(apns_received(fakes)) >= set(tokens), 60, "every device after the restart"
     )
     wait_until(lambda: delivery_statuses(db) == {"delivered": 1500}, 20, "all rows delivered")
-    duplicates = len(_apns_tokens(fakes)) - len(set(_apns_tokens(fakes)))
+    duplicates = len(apns_received(fakes)) - len(set(apns_received(fakes)))
     # Only sends in flight at the moment of the kill can be repeated (bounded by max in flight).
     assert duplicates <= 100, duplicates
 
@@ -235,20 +164,20 @@ def test_sigterm_finishes_in_flight_sends_without_duplicates(
     """SIGTERM mid-fan-out: in-flight sends complete and are recorded, the rest is released and a
     new worker completes it, with no device notified twice."""
     fakes.providers.apns.faults = FaultPlan(latency=0.3)
-    sender, chat_id, tokens = _big_group(web_api, db, 600)
-    first = workers.start(CHINWAG_MAX_IN_FLIGHT="50", CHINWAG_LEASE_SECONDS="30")
+    sender, chat_id, tokens = big_group(web_api, db, 600)
+    first = workers.start(CHINWAG_MAX_IN_FLIGHT="50")
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "drain"})
     wait_until(lambda: len(fakes.providers.apns.accepted) >= 50, 30, "first sends")
     assert first.terminate(timeout=30) == 0
     assert "stopped" in first.output()
-    stopped_at = len(_apns_tokens(fakes))
+    stopped_at = len(apns_received(fakes))
     assert stopped_at < len(tokens)
     statuses = delivery_statuses(db)
     assert "sending" not in statuses, statuses  # nothing left leased to the dead worker
     workers.start(CHINWAG_MAX_IN_FLIGHT="200")
-    wait_until(lambda: len(set(_apns_tokens(fakes))) == 600, 60, "all 600 devices")
+    wait_until(lambda: len(set(apns_received(fakes))) == 600, 60, "all 600 devices")
     wait_until(lambda: delivery_statuses(db) == {"delivered": 600}, 20, "all rows delivered")
-    assert Counter(_apns_tokens(fakes)).most_common(1)[0][1] == 1
+    assert Counter(apns_received(fakes)).most_common(1)[0][1] == 1
 
 
 def test_dead_token_from_provider_deactivates_the_device(

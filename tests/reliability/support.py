@@ -47,7 +47,9 @@ class WebProcess:
             [*extra_args, "web", "--port", str(self.port), "--threads", "8"], env, log_path
         )
 
-    def wait_ready(self, timeout: float = 20) -> float:
+    def wait_ready(self, timeout: float = 60) -> float:
+        # A generous bound: a cold start imports the web tier, which takes seconds on a loaded
+        # machine (6 s measured for the import alone at a load of 17 on 2 cores).
         return wait_until(lambda: answers(self.url), timeout, f"web on {self.url}", poll=0.05)
 
     @property

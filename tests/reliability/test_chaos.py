@@ -105,7 +105,7 @@ def cluster(database_url: str, tmp_path: Path) -> Iterator[tuple[Cluster, Databa
         db.url,
         f"sqlite:///{tmp_path / 'queue.db'}",
         fakes.env(),
-        CHINWAG_LEASE_SECONDS="5",
+        # The default lease: live workers renew their claims, a killed one's run out in seconds.
         CHINWAG_SWEEP_INTERVAL="0.5",
         # What is in flight at a kill, and its outcomes not yet written, is sent again: about
         # 5 x 2 providers + 10 ms of outcomes per kill, which keeps 5-7 kills under the 1% bar.

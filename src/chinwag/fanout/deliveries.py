@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -38,6 +38,7 @@ from chinwag.store.schema import (
     memberships,
     mentions,
     messages,
+    outbox,
     users,
 )
 
@@ -80,24 +81,24 @@ def claim_deliveries(
     lease_seconds: float,
     limit: int,
     digest_seconds: float = 0.0,
-    skip_platforms: Sequence[str] = (),
+    room: Mapping[str, int] | None = None,
 ) -> list[ClaimedDelivery]:
-    """Lease up to ``limit`` due deliveries, except those of ``skip_platforms`` (saturated)."""
+    """Lease up to ``limit`` due deliveries, and of a platform named in ``room`` at most that
+    many (0: none; its sends are saturated). A claim runs out while it waits for a sender slot,
+    so a worker claims no more of a platform than it can start sending now."""
     due = (
         deliveries.c.status.in_(("pending", "retrying")) & (deliveries.c.next_attempt_at <= now)
     ) | ((deliveries.c.status == "sending") & (deliveries.c.lease_until < now))
-    if skip_platforms:
-        due = due & deliveries.c.platform.not_in(list(skip_platforms))
-    candidates = sa.select(deliveries.c.id).where(due).order_by(deliveries.c.id).limit(limit)
-    if db.is_postgres:
-        candidates = candidates.with_for_update(skip_locked=True)
+    chosen = _claimable(db, due, limit, room or {})
+    if chosen is None:
+        return []
     lease = {"lease_until": now + lease_seconds, "lease_owner": owner, "updated_at": now}
     with db.write() as conn:
         ids = [
             row.id
             for row in conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id.in_(candidates.scalar_subquery()))
+                .where(chosen)
                 .values(status="sending", **lease)
                 .returning(deliveries.c.id)
             )
@@ -114,6 +115,28 @@ def claim_deliveries(
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}
     return [_claimed(row, badges, batches, now, shared) for row in rows]
+
+
+def _claimable(
+    db: Database, due: sa.ColumnElement[bool], limit: int, room: Mapping[str, int]
+) -> sa.ColumnElement[bool] | None:
+    """Which due rows a claim takes: one candidate query for the platforms with room for the
+    whole ``limit``, one per platform with less; None when no platform has room."""
+
+    def candidates(where: sa.ColumnElement[bool], most: int) -> sa.ColumnElement[bool]:
+        query = sa.select(deliveries.c.id).where(where).order_by(deliveries.c.id).limit(most)
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return deliveries.c.id.in_(query.scalar_subquery())
+
+    unbounded = [p.value for p in Platform if room.get(p.value, limit) >= limit]
+    parts = []
+    if unbounded:
+        parts.append(candidates(due & deliveries.c.platform.in_(unbounded), limit))
+    for platform, most in sorted(room.items()):
+        if 0 < most < limit:
+            parts.append(candidates(due & (deliveries.c.platform == platform), most))
+    return sa.or_(*parts) if parts else None
 
 
 def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
@@ -480,12 +503,29 @@ def release_deliveries(db: Database, delivery_ids: Sequence[int], owner: str, no
         )
 
 
-def next_due_at(db: Database, now: float) -> float | None:
-    """When the earliest waiting delivery falls due (None when nothing waits)."""
+def next_due_at(db: Database, now: float, owner: str | None = None) -> float | None:
+    """When the next work falls due (None when nothing waits): the earliest waiting delivery or
+    fan-out, or the earliest lease of another worker's claim to run out, which is when a dead
+    worker's rows become ours to take."""
+    others = sa.true() if owner is None else deliveries.c.lease_owner != owner
+    others_outbox = (
+        sa.true()
+        if owner is None
+        else outbox.c.lease_owner.is_(None) | (outbox.c.lease_owner != owner)
+    )
     with db.read() as conn:
-        value = conn.execute(
-            sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-                deliveries.c.status.in_(("pending", "retrying"))
+        values = conn.execute(
+            sa.select(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at))
+                .where(deliveries.c.status.in_(("pending", "retrying")))
+                .scalar_subquery(),
+                sa.select(sa.func.min(deliveries.c.lease_until))
+                .where(deliveries.c.status == "sending", others)
+                .scalar_subquery(),
+                sa.select(sa.func.min(sa.func.coalesce(outbox.c.lease_until, outbox.c.due_at)))
+                .where(outbox.c.state == "pending", others_outbox)
+                .scalar_subquery(),
             )
-        ).scalar()
-    return float(value) if value is not None else None
+        ).one()
+    found = [float(value) for value in values if value is not None]
+    return min(found) if found else None

@@ -5,6 +5,10 @@ dedicated thread (one writer per process; SQLite wants no more); sends run as as
 long-lived provider connections, up to ``max_in_flight`` at once per provider. Outcomes are
 buffered and written in batches. Expansion and sending interleave, so the first devices of a huge
 group are notified while later ones are still being written.
+
+Claims are short leases that a heartbeat task renews every third of a lease for as long as the
+worker holds them (``chinwag.fanout.leases``): a SIGKILLed worker's rows run out within one lease,
+and an idle worker wakes when they do, so another one resends them within seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from chinwag.fanout.deliveries import (
     record_outcomes,
     release_deliveries,
 )
+from chinwag.fanout.leases import renew_leases
 from chinwag.fanout.outbox import (
     LeaseLost,
     OutboxClaim,
@@ -39,6 +44,7 @@ from chinwag.fanout.outbox import (
     expand_batch,
     release_outbox,
 )
+from chinwag.push.email import DEFAULT_POOL_SIZE as SMTP_SESSIONS
 from chinwag.push.model import Dispatcher, Outcome, OutcomeKind, Platform
 from chinwag.store.database import Database
 
@@ -50,9 +56,18 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    lease_seconds: float = 60.0
+    # A dead worker's claims are taken over once their lease runs out; a live worker renews its
+    # own every ``heartbeat_every`` (a third of the lease unless set), so only a worker stalled
+    # for longer than that loses them.
+    lease_seconds: float = 10.0
+    heartbeat_every: float | None = None
     sweep_interval: float = 5.0
     max_in_flight: int = 2000  # per provider
+    # Providers that send fewer at once than max_in_flight: a claim waiting for a slot would
+    # hold its lease idle, so no more are claimed than can be sent now (the SMTP session pool).
+    provider_slots: dict[str, int] = field(
+        default_factory=lambda: {Platform.EMAIL.value: SMTP_SESSIONS}
+    )
     claim_batch: int = 1000
     expand_batch: int = 1000
     max_expanding: int = 4
@@ -68,6 +83,13 @@ class WorkerOptions:
     # Senders watching a message's delivery panel get an update at most this often.
     summary_every: float = 0.5
     prune_every: float = 3600.0
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.heartbeat_every or self.lease_seconds / 3
+
+    def slots(self, platform: str) -> int:
+        return min(self.max_in_flight, self.provider_slots.get(platform, self.max_in_flight))
 
 
 def new_owner_id() -> str:
@@ -103,6 +125,7 @@ class Worker:
         self._changed_messages: set[int] = set()
         self._last_summary: float | None = None
         self._last_prune: float | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def wake(self, _message_id: int | None = None) -> None:
         """Thread-safe: called by the doorbell listener when a message was stored."""
@@ -111,14 +134,12 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        self._start_heartbeat()
         log.info("worker %s started", self.owner)
         try:
             while not stop.is_set():
                 try:
                     progressed = await self._step()
-                except LeaseLost as exc:
-                    log.info("%s", exc)
-                    progressed = True
                 except Exception:
                     # The database may be restarting: wait a little and carry on. Every row we
                     # held is leased, so nothing is lost if this lasts.
@@ -134,19 +155,23 @@ class Worker:
         """Work until nothing falls due within ``horizon`` seconds (tests and benchmarks);
         raise TimeoutError after ``limit_seconds``."""
         self._loop = asyncio.get_running_loop()
+        self._start_heartbeat()
         deadline = time.monotonic() + limit_seconds
-        while True:
-            progressed = await self._step()
-            if not progressed and not self._in_flight and not self._results:
-                due = await self._db(next_due_at, self.db, time.time())
-                if due is None or due > time.time() + horizon:
-                    if self._changed_messages:
-                        await self._publish_summaries()
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError("fan-out did not finish in time")
-            if not progressed:
-                await asyncio.sleep(0.01)
+        try:
+            while True:
+                progressed = await self._step()
+                if not progressed and not self._in_flight and not self._results:
+                    due = await self._db(next_due_at, self.db, time.time(), self.owner)
+                    if due is None or due > time.time() + horizon:
+                        if self._changed_messages:
+                            await self._publish_summaries()
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError("fan-out did not finish in time")
+                if not progressed:
+                    await asyncio.sleep(0.01)
+        finally:
+            await self._stop_heartbeat()
 
     async def _step(self) -> bool:
         now = time.time()
@@ -174,9 +199,12 @@ class Worker:
                     opts.lease_seconds,
                     opts.expand_batch,
                 )
-            except LeaseLost:
+            except LeaseLost as exc:
+                # Another worker resumes it from the cursor; the other claims carry on.
+                log.warning("%s", exc)
                 self._expanding.remove(claim)
-                raise
+                self._count("lease_lost", 1)
+                continue
             index = self._expanding.index(claim)
             if done:
                 del self._expanding[index]
@@ -184,20 +212,17 @@ class Worker:
                 self._expanding[index] = advanced
             progressed = True
             self._count("expanded", added)
-        # Each provider gets max_in_flight slots of its own: a stalled provider fills only its
-        # own, and the others' deliveries keep being claimed and sent.
-        saturated = sorted(p for p, n in self._per_platform.items() if n >= opts.max_in_flight)
-        free = opts.max_in_flight * len(Platform) - len(self._in_flight)
-        if free >= min(opts.claim_batch, opts.max_in_flight) // 4 or not self._in_flight:
+        room = self._claim_room()
+        if any(room.values()):
             claimed = await self._db(
                 claim_deliveries,
                 self.db,
                 self.owner,
                 time.time(),
                 opts.lease_seconds,
-                min(free, opts.claim_batch),
+                opts.claim_batch,
                 opts.email_digest_seconds,
-                saturated,
+                room,
             )
             for item in claimed:
                 self._start_send(item)
@@ -218,6 +243,62 @@ class Worker:
             await self._db(events.prune, self.db, time.time())
             await self._db(ratelimit.prune, self.db)
         return progressed
+
+    def _claim_room(self) -> dict[str, int]:
+        """How many deliveries of each platform to claim now. Each provider has slots of its own
+        (a stalled provider fills only its own, the others keep being claimed), and a claim never
+        exceeds the free slots: a claimed row that waited for one would hold its lease idle.
+        A platform is claimed for once a quarter of its slots are free, in batches."""
+        opts = self.options
+        room: dict[str, int] = {}
+        for platform in Platform:
+            slots = opts.slots(platform.value)
+            free = slots - self._per_platform[platform.value]
+            wanted = max(1, min(opts.claim_batch, slots) // 4)
+            room[platform.value] = min(free, opts.claim_batch) if free >= wanted else 0
+        return room
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._keep_leases(), name="lease-heartbeat")
+
+    async def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+
+    async def _keep_leases(self) -> None:
+        """Renew every claim this worker holds, every third of a lease, until cancelled."""
+        while True:
+            await asyncio.sleep(self.options.heartbeat_seconds)
+            try:
+                await self._renew_leases()
+            except Exception:
+                # The next beat comes well within the lease; a database that stays away longer
+                # costs at most the repeats of what is in flight, never a lost delivery.
+                log.exception("lease heartbeat failed")
+
+    async def _renew_leases(self) -> None:
+        watched = dict(self._in_flight)
+        held = await self._db(
+            renew_leases, self.db, self.owner, time.time(), self.options.lease_seconds
+        )
+        self._count("heartbeats", 1)
+        # A send still in flight whose row is no longer ours: our lease ran out (the worker was
+        # stalled for longer than a lease) and another worker took it over. It sends it; stop
+        # ours. A row recorded and claimed again since the snapshot is a new task: left alone.
+        lost = [
+            delivery_id
+            for delivery_id, task in watched.items()
+            if delivery_id not in held.deliveries and self._in_flight.get(delivery_id) is task
+        ]
+        for delivery_id in lost:
+            self._in_flight.pop(delivery_id).cancel()
+        if lost:
+            log.warning("lost the lease on %d deliveries in flight; cancelled them", len(lost))
+            self._count("lease_lost", len(lost))
 
     def _start_send(self, item: ClaimedDelivery) -> None:
         if item.skip is not None:
@@ -262,7 +343,8 @@ class Worker:
         if self._in_flight or self._results:
             timeout = min(timeout, self.options.flush_every)
         else:
-            due = await self._db(next_due_at, self.db, time.time())
+            # Also wakes when another worker's lease runs out: if it died, its rows are ours.
+            due = await self._db(next_due_at, self.db, time.time(), self.owner)
             if due is not None:
                 timeout = max(0.0, min(timeout, due - time.time()))
         self._wake.clear()
@@ -288,6 +370,8 @@ class Worker:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        # The heartbeat kept our claims through the grace period; what is left is released.
+        await self._stop_heartbeat()
         try:
             if self._results:
                 await self._flush()
