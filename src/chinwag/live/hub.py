@@ -165,6 +165,8 @@ class Hub:
             )
         self.opening[user.id] = self.opening.get(user.id, 0) + 1
         try:
+            if after is None:  # a fresh client starts from now: the log's end, not the hub's
+                after = await self.run(events.latest_id, self.db)
             while True:
                 seen = self.last_id
                 chats = await self.run(events.chats_of, self.db, user.id)
@@ -176,12 +178,11 @@ class Hub:
             self.opening[user.id] -= 1
             if not self.opening[user.id]:
                 del self.opening[user.id]
-        start = self.last_id if after is None else after
         subscriber = Subscriber(
             user=user,
             transport=transport,
-            after=start,
-            cursor=start,
+            after=after,
+            cursor=after,
             floor=self.last_id,
             queue=asyncio.Queue(maxsize=self.settings.stream_queue_size + 1),
         )
@@ -216,9 +217,10 @@ class Hub:
     async def backfill(self, subscriber: Subscriber, limit: int = 200) -> list[Frame]:
         """The next page of what the client missed before it joined (resume from the log);
         empty once it has caught up, after which the queue holds everything newer."""
-        if subscriber.caught_up or subscriber.cursor >= subscriber.floor:
-            subscriber.caught_up = True
+        if subscriber.caught_up:
             return []
+        # Read at least once, even when the client is at or past the hub's position: the hub
+        # may not have read what committed a moment ago.
         found = await self.run(
             events.visible_after, self.db, subscriber.user.id, subscriber.cursor, limit
         )
