@@ -44,6 +44,7 @@ MAX_GAPS = 1000
 # treats a user as active for 45 s after it (fanout/policy.py).
 ACTIVE_EVERY_SECONDS = 20.0
 MEMBER_KINDS = ("member_added", "member_removed")
+MEMBERSHIP_LOAD_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class Hub:
         self.chat_members: dict[int, set[int]] = {}  # chat → connected members
         self.user_chats: dict[int, set[int]] = {}  # connected user → chats
         self.gaps: dict[int, float] = {}  # id skipped over → monotonic time to give up
+        self.membership_changes = 0  # member events applied so far
         self.ephemeral_sinks: list[Callable[[int, Frame], None]] = []  # other processes
         self._wake = asyncio.Event()
         self._touch_wake = asyncio.Event()
@@ -173,12 +175,12 @@ class Hub:
         try:
             if after is None:  # a fresh client starts from now: the log's end, not the hub's
                 after = await self.run(events.latest_id, self.db)
-            while True:
-                seen = self.last_id
+            for _attempt in range(MEMBERSHIP_LOAD_TRIES):
+                seen = self.membership_changes
                 chats = await self.run(events.chats_of, self.db, user.id)
-                # A membership change read by the hub while we loaded may be missing from what
-                # we loaded: load again. One read later the hub applies changes for us.
-                if self.last_id == seen:
+                # A membership change the hub applied while we loaded may be missing from what
+                # we loaded: load again. From the moment we join, the hub applies them for us.
+                if self.membership_changes == seen:
                     break
         finally:
             self.opening[user.id] -= 1
@@ -298,6 +300,7 @@ class Hub:
         chat_id = event.chat_id
         if chat_id is None or event.user_id is not None:
             return  # the removed member's own copy: the chat-wide event does the bookkeeping
+        self.membership_changes += 1
         for member in event.data.get("members", ()):
             user_id = int(member["user_id"])
             chats = self.user_chats.get(user_id)
