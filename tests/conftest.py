@@ -1,9 +1,11 @@
-"""Shared fixtures: real databases (SQLite files, PostgreSQL schemas), a real WSGI server."""
+"""Shared fixtures: real databases (SQLite files, PostgreSQL schemas), a real WSGI server, and the
+real ASGI app (live gateway + WSGI app) on a real uvicorn server."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,11 @@ import redis as redis_lib
 from waitress import wasyncore
 from waitress.server import create_server
 
+from chinwag.asgi import create_application
 from chinwag.config import Settings
 from chinwag.fakes.suite import RunningFakes
+from chinwag.live import Gateway
+from chinwag.live.server import GatewayServer, listening_socket, uvicorn_config
 from chinwag.store.database import Database
 from chinwag.store.migrate import upgrade
 from chinwag.web import Services, create_app
@@ -140,6 +145,45 @@ class LiveServer:
         self.thread.join(timeout=5)
 
 
+class LiveGateway:
+    """``chinwag.asgi``'s app (the live gateway in front of the WSGI app) on a real uvicorn server
+    on a free port, in a background thread with its own event loop: what ``chinwag live`` runs."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.app = create_application(services)
+        self.gateway: Gateway = self.app.state.gateway
+        sock = listening_socket("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+        self.server = GatewayServer(
+            uvicorn_config(self.app, services.settings), self.gateway.hub.close_all
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive(), "uvicorn stopped while starting"
+            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
+            time.sleep(0.01)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def gateway_settings(db: Database, **overrides: Any) -> Settings:
+    """Settings for a test gateway: a short heartbeat so idle streams show signs of life."""
+    return Settings(database_url=db.url, stream_heartbeat_seconds=0.5).with_overrides(**overrides)
+
+
 @pytest.fixture
 def rung() -> list[int]:
     """Message ids the web tier rang the doorbell for."""
@@ -157,7 +201,7 @@ def server(db: Database, rung: list[int]) -> Iterator[LiveServer]:
 class Api:
     """A tiny client of the chinwag API for tests: sign up, sign in, call."""
 
-    def __init__(self, server: LiveServer) -> None:
+    def __init__(self, server: LiveServer | LiveGateway) -> None:
         self.server = server
         self.anonymous = server.client()
 
@@ -174,6 +218,20 @@ class Api:
 @pytest.fixture
 def api(server: LiveServer) -> Api:
     return Api(server)
+
+
+@pytest.fixture
+def gateway(db: Database, rung: list[int]) -> Iterator[LiveGateway]:
+    """The ASGI app (gateway + API) on uvicorn, on the test's database."""
+    live = LiveGateway(Services(gateway_settings(db), db, ring_doorbell=rung.append))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def gateway_api(gateway: LiveGateway) -> Api:
+    """The Api helper speaking to the gateway's port (the API behind it is the same app)."""
+    return Api(gateway)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The ``chinwag`` command: serve, web, worker, migrate, fakes, admin."""
+"""The ``chinwag`` command: serve, web, live, worker, migrate, fakes, admin."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = {
         "serve": _serve,
         "web": _web,
+        "live": _live,
         "worker": _worker,
         "migrate": _migrate,
         "admin": _admin,
@@ -96,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     web = sub.add_parser("web", help="the HTTP tier (waitress); use gunicorn for many processes")
     web.add_argument("--threads", type=int, default=16)
+    live = sub.add_parser(
+        "live", help="the live gateway (/v1/events, /v1/ws) and the API on one port (asyncio)"
+    )
     sub.add_parser("worker", help="the fan-out worker")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     sub.add_parser("fakes", help="local fake APNs/FCM/Web Push/SMTP/webhook servers (--help)")
@@ -103,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("admin", help="grant (or --revoke) operator rights to a user")
     admin.add_argument("username")
     admin.add_argument("--revoke", action="store_true")
-    for command in (serve, web):
+    for command in (serve, web, live):
         command.add_argument("--host", default=None, help="listen address (CHINWAG_HOST)")
         command.add_argument("--port", type=int, default=None, help="listen port (CHINWAG_PORT)")
     for command in (sub.choices["worker"], sub.choices["migrate"], admin):
@@ -146,6 +150,18 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _live(settings: Settings, _args: argparse.Namespace) -> int:
+    from chinwag.asgi import create_application
+    from chinwag.bootstrap import web_services
+    from chinwag.live.server import listening_socket, serve_forever
+
+    app = create_application(web_services(settings))
+    sock = listening_socket(settings.host, settings.port)
+    log.info("live gateway and web listening on http://%s:%s", settings.host, settings.port)
+    serve_forever(app, settings, app.state.gateway.hub.close_all, sock)
+    return 0
+
+
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     from chinwag.bootstrap import build_worker, open_database
     from chinwag.fanout import Doorbell
@@ -184,7 +200,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     open_database(settings, migrate=True).dispose()
     env = {**os.environ, "CHINWAG_HOST": settings.host, "CHINWAG_PORT": str(settings.port)}
-    commands = {"web": ["web"], **{f"worker-{i}": ["worker"] for i in range(args.workers)}}
+    # The web child is the ASGI app: the API and the live gateway on the one port.
+    commands = {"web": ["live"], **{f"worker-{i}": ["worker"] for i in range(args.workers)}}
     supervisor = Supervisor(commands, env, log_level=args.log_level)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: supervisor.request_stop())

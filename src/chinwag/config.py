@@ -90,9 +90,14 @@ class Settings:
     lease_seconds: float = 10.0
     sweep_interval_seconds: float = 5.0
     log_json: bool = False
-    # A comment line on idle live streams this often: keeps proxies from closing them and lets
-    # the server notice a client that went away.
-    stream_heartbeat_seconds: float = 15.0
+    # A comment line on idle SSE streams (a ping on WebSockets) this often: keeps proxies from
+    # closing them and lets the gateway notice a client that went away.
+    stream_heartbeat_seconds: float = 25.0
+    # Open live connections (SSE, WebSocket, waiting long polls) per user per gateway process.
+    streams_per_user: int = 20
+    # Events waiting to be written to one connection; a reader that falls this far behind is
+    # disconnected (it resumes from the database when it reconnects).
+    stream_queue_size: int = 1000
     # One-minute windows (from a subject's first hit) shared by every web process through the
     # database; 0 turns one off.
     rate_signin_per_account: int = 10
@@ -149,6 +154,9 @@ class Settings:
             rate_signin_per_address=_int(env, "CHINWAG_RATE_SIGNIN_PER_ADDRESS_PER_MINUTE", 100),
             rate_sends_per_user=_int(env, "CHINWAG_RATE_SENDS_PER_MINUTE", 300),
             metrics_port=_int(env, "CHINWAG_METRICS_PORT", 0),
+            stream_heartbeat_seconds=float(env.get("CHINWAG_STREAM_HEARTBEAT_SECONDS") or 25.0),
+            streams_per_user=_int(env, "CHINWAG_STREAMS_PER_USER", 20),
+            stream_queue_size=_int(env, "CHINWAG_STREAM_QUEUE_SIZE", 1000),
         )
 
 

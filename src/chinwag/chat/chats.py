@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from chinwag.chat import events
 from chinwag.chat.accounts import normalize_username, users_by_name
 from chinwag.chat.errors import Forbidden, InvalidInput, NotFound
 from chinwag.chat.models import NOTIFY_LEVELS, Chat, Member, User
@@ -89,6 +90,8 @@ def create_chat(db: Database, creator: User, title: str, member_names: list[str]
                 for uid in member_ids
             ],
         )
+        joined = [(creator.id, creator.username), *((uid, name) for name, uid in found.items())]
+        events.member_change(conn, "member_added", chat_id, joined)
         return load_chat(conn, chat_id, creator)
 
 
@@ -148,6 +151,7 @@ def _add_member_once(db: Database, user: User, chat_id: int, name: str) -> Chat:
                     chat_id=chat_id, user_id=found[name], muted=False, joined_at=time.time()
                 )
             )
+            events.member_change(conn, "member_added", chat_id, [(found[name], name)])
         return load_chat(conn, chat_id, user)
 
 
@@ -169,6 +173,8 @@ def remove_member(db: Database, user: User, chat_id: int, username: str) -> None
             ).rowcount
         if not removed:
             raise NotFound(f"{name!r} is not a member of chat {chat_id}")
+        assert target is not None  # a row was removed
+        events.member_change(conn, "member_removed", chat_id, [(target, name)])
 
 
 def update_settings(

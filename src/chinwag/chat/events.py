@@ -1,15 +1,22 @@
 """The event log behind the live stream.
 
 Events are rows, appended in the transaction of the change they describe, numbered by one global
-sequence. A client's stream is "events after id N that this member may see", so any web process
-can serve any client, a reconnect resumes exactly (Last-Event-ID), and nothing lives in process
-memory. Old events are pruned by the worker.
+sequence. A client's stream is "events after id N that this member may see", so any gateway
+process can serve any client, a reconnect resumes exactly (Last-Event-ID), and nothing lives only
+in process memory. Old events are pruned by the worker.
+
+On PostgreSQL ``append`` also issues ``pg_notify`` in the same transaction: the notification is
+delivered on commit (never for a rolled-back change) and wakes every live gateway, which then
+reads the new rows once for all of its connections (``chinwag.live``). Membership changes are
+events too (``member_added``, ``member_removed``), so a gateway's in-memory view of who may see a
+chat follows the log.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +27,9 @@ from chinwag.store.database import Database
 from chinwag.store.schema import events, memberships, users
 
 KEEP_EVENTS_SECONDS = 24 * 3600
+# LISTEN/NOTIFY channel that wakes the live gateways when events commit (PostgreSQL only). The
+# payload is the writer's schema, so gateways of other schemas in one database can ignore it.
+NOTIFY_CHANNEL = "chinwag_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,18 @@ class Event:
     id: int
     kind: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """A row of the log with its audience: one user (user_id) or a chat's members (chat_id)."""
+
+    id: int
+    kind: str
+    data: dict[str, Any]
+    chat_id: int | None
+    user_id: int | None
+    created_at: float
 
 
 def append(
@@ -47,6 +69,28 @@ def append(
             created_at=time.time(),
         )
     )
+    if conn.dialect.name == "postgresql":
+        # Collapsed by PostgreSQL to one notification per transaction; sent only on commit.
+        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, sa.func.current_schema())))
+
+
+def member_change(
+    conn: Connection, kind: str, chat_id: int, members: Iterable[tuple[int, str]]
+) -> None:
+    """``member_added`` / ``member_removed`` for the chat (its members after the change see it);
+    a removed member also gets a copy of their own, since the chat's events no longer reach them.
+    """
+    listed = list(members)
+    if not listed:
+        return
+    data = {
+        "chat_id": chat_id,
+        "members": [{"user_id": user_id, "username": name} for user_id, name in listed],
+    }
+    append(conn, kind, data, chat_id=chat_id)
+    if kind == "member_removed":
+        for user_id, _name in listed:
+            append(conn, kind, data, chat_id=chat_id, user_id=user_id)
 
 
 def visible_after(db: Database, user_id: int, after: int, limit: int = 200) -> list[Event]:
@@ -66,6 +110,15 @@ def visible_after(db: Database, user_id: int, after: int, limit: int = 200) -> l
     return [Event(row.id, row.kind, json.loads(row.payload)) for row in rows]
 
 
+def chats_of(db: Database, user_id: int) -> set[int]:
+    """The chats the user is a member of now."""
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(memberships.c.chat_id).where(memberships.c.user_id == user_id)
+        ).all()
+    return {int(row.chat_id) for row in rows}
+
+
 def latest_id(db: Database) -> int:
     with db.read() as conn:
         return int(
@@ -73,10 +126,51 @@ def latest_id(db: Database) -> int:
         )
 
 
-def touch_active(db: Database, user_id: int) -> None:
-    """Note that the user has a live client open now (see quiet_when_active)."""
+def read_after(
+    db: Database, after: int, limit: int = 500, also: Collection[int] = ()
+) -> list[LoggedEvent]:
+    """Every user's events after ``after`` (and the ids in ``also``), oldest first: the live
+    gateway's one read per wake-up, whatever the number of its connections."""
+    condition = events.c.id > after
+    if also:
+        condition = condition | events.c.id.in_(sorted(also))
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                events.c.id,
+                events.c.kind,
+                events.c.payload,
+                events.c.chat_id,
+                events.c.user_id,
+                events.c.created_at,
+            )
+            .where(condition)
+            .order_by(events.c.id)
+            .limit(limit)
+        ).all()
+    return [
+        LoggedEvent(
+            id=row.id,
+            kind=row.kind,
+            data=json.loads(row.payload),
+            chat_id=row.chat_id,
+            user_id=row.user_id,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+def touch_active(db: Database, user_ids: Collection[int], now: float | None = None) -> None:
+    """Note that these users have a live client open now (see quiet_when_active): one UPDATE."""
+    if not user_ids:
+        return
     with db.write() as conn:
-        conn.execute(users.update().where(users.c.id == user_id).values(last_active_at=time.time()))
+        conn.execute(
+            users.update()
+            .where(users.c.id.in_(sorted(user_ids)))
+            .values(last_active_at=time.time() if now is None else now)
+        )
 
 
 def prune(db: Database, now: float) -> int:

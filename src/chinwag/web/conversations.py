@@ -1,10 +1,9 @@
-"""Routes of conversations: read markers, edits and deletions, the live event stream."""
+"""Routes of conversations: read markers, edits and deletions, and the live stream's declaration
+(the stream itself is served by the live gateway, ``chinwag.live``)."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,15 +11,10 @@ import bottle
 from pydantic import Field
 
 from chinwag.chat import conversations, events
-from chinwag.web.api import RequestContext
+from chinwag.web.api import HttpError, RequestContext
 from chinwag.web.routes import api
 from chinwag.web.schemas import QueryParams, RequestBody, Response
 
-STREAM_POLL_SECONDS = 0.5
-STREAM_ACTIVE_EVERY_SECONDS = 20.0
-# A stream ends after this long and the client reconnects with Last-Event-ID: it bounds how long
-# a server thread is held and lets load balancers rebalance.
-STREAM_MAX_SECONDS = 300.0
 MAX_LONG_POLL_SECONDS = 30
 
 
@@ -65,7 +59,10 @@ class EventsQuery(QueryParams):
 
 class EventOut(Response):
     id: int
-    kind: str = Field(description="message, message_edited, message_deleted, read or delivery")
+    kind: str = Field(
+        description="message, message_edited, message_deleted, read, delivery, member_added or "
+        "member_removed"
+    )
     data: dict[str, Any]
 
 
@@ -142,56 +139,36 @@ def user_settings(ctx: RequestContext) -> UserSettingsOut:
 @api.route(
     "GET",
     "/v1/events",
-    summary="Your live stream: Server-Sent Events (Accept: text/event-stream, resumes from "
-    "Last-Event-ID) or a long poll (JSON, ?after=&wait=)",
+    summary="Your live stream, served by the live gateway (chinwag live, chinwag.asgi): "
+    "Server-Sent Events (Accept: text/event-stream, resumes from Last-Event-ID) or a long poll "
+    "(JSON, ?after=&wait=). WebSocket: GET /v1/ws. A plain WSGI server answers only wait=0",
     query=EventsQuery,
     response=EventPage,
-    errors=(401, 422),
+    errors=(400, 401, 404, 422, 429),
     tag="conversations",
     stream=True,
 )
-def event_stream(ctx: RequestContext) -> EventPage | Iterator[str]:
+def event_stream(ctx: RequestContext) -> EventPage:
+    """What a plain WSGI deployment (gunicorn chinwag.wsgi:application) answers here.
+
+    Holding a connection open would hold one of its threads, which is what the gateway exists to
+    avoid (issue 12), so streams and waiting long polls are refused with a pointer to it; a
+    catch-up read that waits for nothing (``wait=0``) is answered at once. ``chinwag serve``,
+    ``chinwag live`` and ``chinwag.asgi:application`` answer this path from the gateway and never
+    reach this function.
+    """
     query: EventsQuery = ctx.query
+    if query.wait or "text/event-stream" in bottle.request.get_header("Accept", ""):
+        raise HttpError(
+            404,
+            "not_found",
+            "live streams are served by the live gateway (chinwag live or "
+            "chinwag.asgi:application); route /v1/events and /v1/ws to it",
+        )
     db, user = ctx.services.db, ctx.member
-    last_event_id = bottle.request.get_header("Last-Event-ID", "")
-    after = query.after
-    if after is None and last_event_id.isdigit():
-        after = int(last_event_id)
-    if after is None:
-        after = events.latest_id(db)  # a fresh client starts from now
-    if "text/event-stream" in bottle.request.get_header("Accept", ""):
-        bottle.response.content_type = "text/event-stream"
-        bottle.response.set_header("Cache-Control", "no-cache")
-        bottle.response.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        return _sse(db, user.id, after, ctx.services.settings.stream_heartbeat_seconds)
-    deadline = time.monotonic() + query.wait
+    after = events.latest_id(db) if query.after is None else query.after
     found = events.visible_after(db, user.id, after)
-    while not found and time.monotonic() < deadline:
-        time.sleep(STREAM_POLL_SECONDS)
-        found = events.visible_after(db, user.id, after)
     return EventPage(
         events=[EventOut(id=e.id, kind=e.kind, data=e.data) for e in found],
         last_id=found[-1].id if found else after,
     )
-
-
-def _sse(db: Any, user_id: int, after: int, heartbeat: float) -> Iterator[str]:
-    started = last_beat = time.monotonic()
-    last_active = 0.0
-    yield f"retry: 2000\n: stream from event {after}\n\n"
-    while time.monotonic() - started < STREAM_MAX_SECONDS:
-        now = time.monotonic()
-        if now - last_active >= STREAM_ACTIVE_EVERY_SECONDS:
-            events.touch_active(db, user_id)
-            last_active = now
-        batch = events.visible_after(db, user_id, after)
-        for event in batch:
-            after = event.id
-            yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
-        if batch:
-            last_beat = time.monotonic()
-        elif time.monotonic() - last_beat >= heartbeat:
-            last_beat = time.monotonic()
-            yield ": keep-alive\n\n"  # also how a closed connection is noticed
-        else:
-            time.sleep(STREAM_POLL_SECONDS)
