@@ -1,18 +1,19 @@
 """The web client in headless Chromium: two people chat, the sender watches every fake device
 get its notification, muting silences a chat, the operator page shows the figures.
 
-Screenshots land in docs/img/ (the README shows them)."""
+Screenshots go to a temporary directory; CHINWAG_SCREENSHOTS=docs/img writes them where the README
+shows them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Api, LiveServer
+from tests.conftest import Api, LiveGateway
 from tests.support.processes import wait_until
-from tests.web.browser.conftest import SCREENSHOTS
 
 from chinwag.chat.accounts import set_admin
 from chinwag.fakes.suite import RunningFakes
@@ -24,14 +25,14 @@ _contexts: list[Any] = []
 
 
 @pytest.fixture(autouse=True)
-def close_browser_contexts(live: LiveServer) -> Iterator[None]:
+def close_browser_contexts(live: LiveGateway) -> Iterator[None]:
     """Each test's pages close before its server stops, so no open stream holds the server."""
     yield
     while _contexts:
         _contexts.pop().close()
 
 
-def open_page(browser: Any, live: LiveServer) -> Any:
+def open_page(browser: Any, live: LiveGateway) -> Any:
     context = browser.new_context(viewport={"width": 1180, "height": 720})
     _contexts.append(context)
     page = context.new_page()
@@ -50,13 +51,13 @@ def sign_in(page: Any, username: str) -> None:
     page.wait_for_selector("#workspace:not([hidden])")
 
 
-def token_of(live: LiveServer, username: str) -> str:
+def token_of(live: LiveGateway, username: str) -> str:
     answer = httpx.post(f"{live.url}/v1/tokens", json={"username": username, "password": PASSWORD})
     token: str = answer.json()["token"]
     return token
 
 
-def signed_in_page(browser: Any, live: LiveServer, username: str) -> Any:
+def signed_in_page(browser: Any, live: LiveGateway, username: str) -> Any:
     """A page whose browser already holds the user's token, as after an earlier sign-in."""
     page = open_page(browser, live)
     token = token_of(live, username)
@@ -67,7 +68,7 @@ def signed_in_page(browser: Any, live: LiveServer, username: str) -> Any:
 
 
 def test_two_people_chat_and_every_fake_device_reports_delivered(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes, screenshots: Path
 ) -> None:
     """alice and bob chat live; alice's panel shows each of bob's five devices delivered."""
     providers = fakes.providers
@@ -131,14 +132,13 @@ def test_two_people_chat_and_every_fake_device_reports_delivered(
     accepted = providers.accepted_counts()
     assert all(accepted[p] >= 1 for p in ("apns", "fcm", "webpush", "email", "webhook"))
     assert accepted["email"] == accepted["webhook"] == 1  # alerts only: no silent updates
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    alice.screenshot(path=str(SCREENSHOTS / "screenshot-chat.png"))
-    panel.locator("xpath=..").screenshot(path=str(SCREENSHOTS / "screenshot-delivery-panel.png"))
+    alice.screenshot(path=str(screenshots / "screenshot-chat.png"))
+    panel.locator("xpath=..").screenshot(path=str(screenshots / "screenshot-delivery-panel.png"))
     assert alice.js_errors == [] and bob.js_errors == []
 
 
 def test_mute_hides_notifications(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
     """A muted chat pops no in-page notification and notifies none of the member's devices."""
     alice_api = people.user("alice", PASSWORD, display_name="Alice")
@@ -177,7 +177,7 @@ def test_mute_hides_notifications(
 
 
 def test_history_scrolls_back_to_the_first_message(
-    browser: Any, live: LiveServer, people: Api
+    browser: Any, live: LiveGateway, people: Api
 ) -> None:
     """Scrolling to the top loads earlier pages until the very first message is shown."""
     alice_api = people.user("alice", PASSWORD)
@@ -199,7 +199,12 @@ def test_history_scrolls_back_to_the_first_message(
 
 
 def test_operator_page_shows_queue_throughput_and_failures(
-    browser: Any, live: LiveServer, people: Api, db: Database, fakes: RunningFakes
+    browser: Any,
+    live: LiveGateway,
+    people: Api,
+    db: Database,
+    fakes: RunningFakes,
+    screenshots: Path,
 ) -> None:
     """An admin sees deliveries and a dead token explained; a member is told the page is not
     theirs."""
@@ -233,19 +238,21 @@ def test_operator_page_shows_queue_throughput_and_failures(
     admin.wait_for_selector("#failures td:has-text('token_dead')")
     assert admin.locator("#throughput rect.delivered").count() >= 1
     admin.set_viewport_size({"width": 1180, "height": 1100})
-    admin.screenshot(path=str(SCREENSHOTS / "screenshot-admin.png"), full_page=True)
+    admin.screenshot(path=str(screenshots / "screenshot-admin.png"), full_page=True)
     assert admin.js_errors == []
 
 
 def test_client_falls_back_to_polling_when_the_stream_is_refused(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
-    """With /v1/events answering 404 (older servers), messages and delivery panels still update."""
+    """With no WebSocket and /v1/events answering 404 (older servers), messages and delivery
+    panels still update by polling."""
     people.user("alice", PASSWORD)
     bob_api = people.user("bob", PASSWORD)
     bob_api.post("/v1/devices", json={"platform": "email", "token": "bob@example.com"})
     chat = bob_api.post("/v1/chats", json={"title": "Poll", "members": ["alice"]}).json()
     context = browser.new_context()
+    context.add_init_script("window.WebSocket = undefined;")
     context.route(
         "**/v1/events*",
         lambda route: route.fulfill(
@@ -258,7 +265,7 @@ def test_client_falls_back_to_polling_when_the_stream_is_refused(
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(live.url)
     sign_in(page, "alice")
-    page.wait_for_selector("#live-status[data-mode=polling]")
+    page.wait_for_selector("#live-status[data-mode=polling][data-transport=polling]")
     page.click("#chat-list li:has-text('Poll') button")
     bob_api.post(f"/v1/chats/{chat['id']}/messages", json={"body": "polled in"})
     page.wait_for_selector("li.message:has-text('polled in')")
