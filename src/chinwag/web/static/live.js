@@ -17,6 +17,7 @@ const BACKOFF_FIRST_MS = 500; // reconnecting after a stream dropped: 0.5 s, 1 s
 const BACKOFF_MAX_MS = 15000;
 const STABLE_MS = 10000; // a stream that stayed open this long starts the backoff afresh
 const WS_REFUSALS_BEFORE_SSE = 3; // a WebSocket that worked before gets this many more tries
+const SHORT_LIVED_BEFORE_ASKING = 2; // streams ending before STABLE_MS, in a row, before a probe
 
 // Event kinds, and the handler each goes to (a missing handler ignores the kind).
 const HANDLERS = {
@@ -50,7 +51,7 @@ export class Live {
     this.stopped = false;
     this.wsUsable = Boolean(window.WebSocket);
     this.wsWorked = false; // a WebSocket opened on this page once: refusals are likely passing
-    this.wsRefusals = 0;
+    this.wsRefusals = 0; // WebSocket failures in a row while plain requests got through
     this.attempt = 0; // reconnections since the last stable stream
     this.openedAt = 0;
   }
@@ -138,7 +139,6 @@ export class Live {
     socket.onopen = () => {
       opened = true;
       this.wsWorked = true;
-      this.wsRefusals = 0;
       this.opened();
     };
     socket.onmessage = (event) => {
@@ -219,10 +219,13 @@ export class Live {
   }
 
   // An open stream ended (server restart, network change, a slow reader dropped): come back soon.
+  // Streams that keep ending soon after they open are treated like refusals: the server (or
+  // something on the way) is asked why before the next try.
   dropped() {
     if (this.stopped) return;
-    if (Date.now() - this.openedAt >= STABLE_MS) this.attempt = 0;
-    this.reconnectSoon();
+    if (Date.now() - this.openedAt >= STABLE_MS) this.attempt = this.wsRefusals = 0;
+    if (this.attempt >= SHORT_LIVED_BEFORE_ASKING) this.refused();
+    else this.reconnectSoon();
   }
 
   reconnectSoon() {
