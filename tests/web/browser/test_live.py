@@ -5,6 +5,7 @@ WebSocket."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,10 @@ from playwright.sync_api import expect
 from tests.conftest import Api, LiveGateway
 from tests.live.support import Person, websocket
 from tests.web.browser.test_chat import PASSWORD, TIMEOUT_MS, sign_in, token_of
+
+from chinwag.chat.accounts import token_digest
+from chinwag.store.database import Database
+from chinwag.store.schema import api_tokens
 
 expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine renders late, never wrongly
 
@@ -59,6 +64,33 @@ def websocket_frames(page: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
 
     page.on("websocket", watch)
     return received, sent
+
+
+class RoutedSockets:
+    """The page's WebSockets to /v1/ws passed through Playwright to the server, so that a test can
+    drop one (as a restarting server or a lost network would) and see what the client resumes."""
+
+    def __init__(self, page: Any) -> None:
+        self.routes: list[Any] = []
+        self.urls: list[str] = []
+        self.received: list[list[dict[str, Any]]] = []  # per socket: frames the server sent
+        page.context.route_web_socket(re.compile(r"/v1/ws"), self._through)
+
+    def _through(self, route: Any) -> None:
+        self.routes.append(route)
+        self.urls.append(route.url)
+        received: list[dict[str, Any]] = []
+        self.received.append(received)
+        server = route.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            received.append(json.loads(message))
+            route.send(message)
+
+        server.on_message(to_page)
+
+    def drop_latest(self) -> None:
+        self.routes[-1].close(code=1001, reason="going away")  # the server side closes with it
 
 
 def test_messages_and_typing_arrive_over_the_websocket(
@@ -143,3 +175,62 @@ def test_client_uses_server_sent_events_without_a_websocket(
     expect(status).to_have_attribute("data-transport", "sse")
     assert "text/event-stream" in streams, streams  # EventSource's request, not a poll
     assert alice.js_errors == []
+
+
+def test_a_dropped_websocket_resumes_after_the_last_event_seen(
+    new_page: Callable[..., Any], people: Api
+) -> None:
+    """After its WebSocket drops the client reconnects by itself with ?after= the last event id
+    it saw; a message sent meanwhile arrives once, over the new socket."""
+    people.user("alice", PASSWORD, display_name="Alice")
+    bob_api = people.user("bob", PASSWORD, display_name="Bob")
+    chat = bob_api.post("/v1/chats", json={"title": "Resume", "members": ["alice"]}).json()
+    alice = new_page()
+    sockets = RoutedSockets(alice)
+    sign_in(alice, "alice")
+    status = alice.locator("#live-status")
+    expect(status).to_have_attribute("data-transport", "websocket")
+    expect(status).to_have_attribute("data-mode", "live")
+    alice.click("#chat-list li:has-text('Resume') button")
+    bob_api.post(f"/v1/chats/{chat['id']}/messages", json={"body": "before the drop"})
+    expect(alice.locator("li.message:has-text('before the drop')")).to_be_visible()
+    seen = max(frame["id"] for frame in sockets.received[0] if frame["id"] is not None)
+
+    sockets.drop_latest()
+    bob_api.post(f"/v1/chats/{chat['id']}/messages", json={"body": "while away"})
+    expect(alice.locator("li.message:has-text('while away')")).to_have_count(1)
+    expect(status).to_have_attribute("data-mode", "live")
+    expect(status).to_have_attribute("data-transport", "websocket")
+    assert len(sockets.urls) == 2, sockets.urls
+    assert f"after={seen}" in sockets.urls[1], sockets.urls
+    bodies = [
+        [f["data"].get("body") for f in frames if f["kind"] == "message"]
+        for frames in sockets.received
+    ]
+    assert bodies[1] == ["while away"], bodies  # nothing lost, nothing twice
+    expect(alice.locator("li.message")).to_have_count(2)
+    assert alice.js_errors == []
+
+
+def test_a_revoked_token_sends_the_page_back_to_sign_in(
+    new_page: Callable[..., Any], people: Api, db: Database
+) -> None:
+    """When the stream's reconnection is refused as unauthorized (the token was revoked), the page
+    returns to the sign-in form instead of retrying forever."""
+    people.user("alice", PASSWORD, display_name="Alice")
+    alice = new_page()
+    sockets = RoutedSockets(alice)
+    sign_in(alice, "alice")
+    expect(alice.locator("#live-status")).to_have_attribute("data-mode", "live")
+    token = alice.evaluate("localStorage.getItem('chinwag.token')")
+    # Revoked as signing out elsewhere or a password change would (not every branch has the
+    # routes yet): the token's row goes.
+    with db.write() as conn:
+        gone = conn.execute(
+            api_tokens.delete().where(api_tokens.c.token_hash == token_digest(token))
+        )
+    assert gone.rowcount == 1
+    sockets.drop_latest()
+    expect(alice.locator("#auth")).to_be_visible()
+    expect(alice.locator("#workspace")).to_be_hidden()
+    assert alice.evaluate("localStorage.getItem('chinwag.token')") is None
