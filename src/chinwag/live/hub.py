@@ -79,9 +79,15 @@ class Subscriber:
     floor: int = 0  # the hub's position when this subscriber joined: later rows come queued
     backfilled: set[int] = field(default_factory=set)
     caught_up: bool = False
+    resync: bool = False  # the queue overflowed while replaying: the replay must read again
     closed: bool = False
     close_reason: str = ""
     on_drop: Callable[[], object] | None = None  # the transport's way to abort a stalled write
+
+    @property
+    def seen(self) -> int:
+        """Rows up to here reach the client without the queue (replay) or already did."""
+        return max(self.floor, self.cursor)
 
     def accept(self, frame: Frame) -> bool:
         """Whether the client still needs this frame (the backfill may have sent it already)."""
@@ -221,10 +227,13 @@ class Hub:
             return []
         # Read at least once, even when the client is at or past the hub's position: the hub
         # may not have read what committed a moment ago.
+        subscriber.resync = False
         found = await self.run(
             events.visible_after, self.db, subscriber.user.id, subscriber.cursor, limit
         )
-        subscriber.caught_up = len(found) < limit
+        # Caught up when the log has no more; unless the queue overflowed meanwhile, in which
+        # case what it lost may have committed after this read: read once more.
+        subscriber.caught_up = len(found) < limit and not subscriber.resync
         subscriber.backfilled.update(event.id for event in found)
         return [Frame(event.id, event.kind, event.data, time.time()) for event in found]
 
@@ -264,9 +273,16 @@ class Hub:
     def _offer(self, subscriber: Subscriber, frame: Frame) -> None:
         if subscriber.closed:
             return
-        if frame.id is not None and not frame.late and frame.id <= subscriber.floor:
-            return  # before it joined: the backfill reads it from the log
+        if frame.id is not None and not frame.late and frame.id <= subscriber.seen:
+            return  # before it joined (the replay reads it from the log) or already sent
         if subscriber.queue.qsize() >= self.settings.stream_queue_size:
+            if not subscriber.caught_up:
+                # Still replaying from the log, which has these rows too: forget the queue and
+                # let the replay read on (a reconnect after a long absence is not slowness).
+                while not subscriber.queue.empty():
+                    subscriber.queue.get_nowait()
+                subscriber.resync = True
+                return
             # The reader is too slow. It resumes from the log when it reconnects.
             metrics.SLOW_CONSUMERS.inc()
             log.info(

@@ -1,6 +1,6 @@
-"""Headless Chromium (Debian's, never a downloaded one) against a real chinwag: ``chinwag.asgi``
-(the live gateway in front of the web tier) on uvicorn in-process, as ``chinwag serve`` runs it,
-one ``chinwag worker`` process, and the local fake providers."""
+"""Headless Chromium (Debian's, never a downloaded one) against a real chinwag: the ASGI app (live
+gateway + web tier) on uvicorn in-process, as ``chinwag serve`` runs it, one ``chinwag worker``
+process, and the local fake providers."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveGate
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
     """Where the tests' screenshots go: a temporary directory, so that a test run leaves the tree
-    as it found it; `make screenshots` points CHINWAG_SCREENSHOTS at docs/img to refresh them."""
+    as it found it; CHINWAG_SCREENSHOTS=docs/img refreshes the README's."""
     target = os.environ.get("CHINWAG_SCREENSHOTS")
     path = Path(target) if target else tmp_path / "screenshots"
     path.mkdir(parents=True, exist_ok=True)
