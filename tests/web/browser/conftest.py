@@ -59,7 +59,8 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveGateway]:
-    """The gateway and web tier with a real doorbell, and a worker process on the same queue."""
+    """The gateway and web tier on one port (WebSocket, SSE and the API), with a real doorbell,
+    and one worker process ringing on the same queue."""
     queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
     settings = Settings(
         database_url=db.url,

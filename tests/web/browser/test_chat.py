@@ -253,12 +253,14 @@ def test_operator_page_shows_queue_throughput_and_failures(
 def test_client_falls_back_to_polling_when_the_stream_is_refused(
     browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
-    """With /v1/events answering 404 (older servers), messages and delivery panels still update."""
+    """With no WebSocket and /v1/events answering 404 (older servers), messages and delivery
+    panels still update by polling."""
     people.user("alice", PASSWORD)
     bob_api = people.user("bob", PASSWORD)
     bob_api.post("/v1/devices", json={"platform": "email", "token": "bob@example.com"})
     chat = bob_api.post("/v1/chats", json={"title": "Poll", "members": ["alice"]}).json()
     context = browser.new_context()
+    context.add_init_script("window.WebSocket = undefined;")
     context.route(
         "**/v1/events*",
         lambda route: route.fulfill(
@@ -271,7 +273,7 @@ def test_client_falls_back_to_polling_when_the_stream_is_refused(
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(live.url)
     sign_in(page, "alice")
-    page.wait_for_selector("#live-status[data-mode=polling]")
+    page.wait_for_selector("#live-status[data-mode=polling][data-transport=polling]")
     page.click("#chat-list li:has-text('Poll') button")
     bob_api.post(f"/v1/chats/{chat['id']}/messages", json={"body": "polled in"})
     page.wait_for_selector("li.message:has-text('polled in')")

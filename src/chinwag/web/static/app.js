@@ -4,6 +4,7 @@
 import { ApiError, api, savedToken, saveToken } from "./api.js";
 import { DeliveryPanel } from "./deliveries.js";
 import { Live } from "./live.js";
+import { TypingAnnouncer, TypingIndicator } from "./typing.js";
 
 const PAGE = 30;
 const $ = (id) => document.getElementById(id);
@@ -16,6 +17,8 @@ const state = {
   next: null, // cursor for scrolling back in the open chat
   panels: new Map(), // message id -> DeliveryPanel (own messages of the open chat)
   live: null,
+  typing: null, // TypingIndicator: who else is typing, per chat
+  announcer: null, // TypingAnnouncer: this user's typing, to the open chat
 };
 
 // --- small helpers ----------------------------------------------------------------------------
@@ -94,6 +97,7 @@ async function enter(user) {
   $("me-username").textContent = `@${user.username}`;
   $("admin-link").hidden = !user.is_admin;
   await loadChats();
+  state.typing = new TypingIndicator($("typing"), user);
   state.live = new Live({
     onMessage: receiveMessage,
     onDelivery: (data) => state.panels.get(data.message_id)?.refresh(),
@@ -102,12 +106,19 @@ async function enter(user) {
     },
     onEdited: (data) => replaceMessage(data),
     onDeleted: (data) => removeMessage(data.id ?? data.message_id),
+    onTyping: (data) => state.typing.heard(data),
+    onMembers: () => loadChats(),
+    onUnauthorized: signOut, // the token was revoked or expired: sign in again
     poll: pollOnce,
-    onMode: (mode, text) => {
-      $("live-status").dataset.mode = mode;
-      $("live-status").textContent = text;
+    onMode: (mode, text, transport) => {
+      const status = $("live-status");
+      status.dataset.mode = mode;
+      status.dataset.transport = transport || "";
+      status.textContent = text;
+      status.title = mode === "live" ? `live over ${transport === "sse" ? "Server-Sent Events" : "a WebSocket"}` : "";
     },
   });
+  state.announcer = new TypingAnnouncer((chatId) => state.live.sendTyping(chatId));
   state.live.start();
 }
 
@@ -194,6 +205,7 @@ async function openChat(chatId) {
   $("chat-header").hidden = false;
   $("composer").hidden = false;
   showError("chat-error", null);
+  state.typing.show(chatId);
   renderChatList();
   try {
     const [chat, page] = await Promise.all([
@@ -344,6 +356,7 @@ async function send(event) {
   if (!body || state.current === null) return;
   const chatId = state.current;
   input.value = "";
+  state.announcer.sent(chatId);
   try {
     const answer = await api.post(`/v1/chats/${chatId}/messages`, { body, client_id: clientId() });
     if (state.current === chatId) {
@@ -376,6 +389,7 @@ async function markRead() {
 
 // A message arrived (live event or poll): show it, count it, maybe pop a notification.
 function receiveMessage(message) {
+  state.typing.stopped(message.chat_id, message.sender);
   if (message.chat_id === state.current) {
     const stick = nearBottom();
     if (addMessages([message], "end").length && stick) scrollToBottom();
@@ -513,6 +527,9 @@ function wire() {
   $("sign-out").addEventListener("click", signOut);
   $("new-chat-form").addEventListener("submit", createChat);
   $("composer").addEventListener("submit", send);
+  $("composer-body").addEventListener("input", () => {
+    if (state.current !== null && $("composer-body").value.trim()) state.announcer.typed(state.current);
+  });
   $("mute-toggle").addEventListener("change", toggleMute);
   $("add-member-form").addEventListener("submit", addMember);
   $("load-earlier").addEventListener("click", loadEarlier);
