@@ -161,7 +161,7 @@ class Gateway:
     async def _serve_websocket(self, websocket: WebSocket, subscriber: Subscriber) -> None:
         async def write(frames: list[Frame]) -> None:
             for frame in frames:
-                await websocket.send_text(_json(frame.as_json_object()))
+                await websocket.send_text(frame.websocket_text)
 
         async def pump() -> None:
             await self.replay(subscriber, write)
@@ -363,14 +363,9 @@ async def _deny(websocket: WebSocket, response: Response) -> None:
 
 
 def _sse_frame(frame: Frame, cursor: int) -> str:
-    data = _json(frame.data)
     if frame.id is None:
-        return f"event: {frame.kind}\ndata: {data}\n\n"
-    return f"id: {cursor}\nevent: {frame.kind}\ndata: {data}\n\n"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+        return f"event: {frame.kind}\ndata: {frame.data_json}\n\n"
+    return f"id: {cursor}\nevent: {frame.kind}\ndata: {frame.data_json}\n\n"
 
 
 def parse_cursor(raw: str | None, name: str) -> int | None:

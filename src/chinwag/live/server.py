@@ -82,6 +82,9 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         ws_ping_interval=heartbeat,
         ws_ping_timeout=heartbeat,
         ws_max_size=WS_MAX_FRAME_BYTES,
+        # permessage-deflate keeps a zlib compressor and decompressor per WebSocket, ~46 KB of a
+        # connection's ~70 KB (bench/results/live-notes.md); chat frames are small JSON.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
