@@ -107,17 +107,25 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
 
     from chinwag.bootstrap import web_services
     from chinwag.web import create_app
+    from chinwag.web.app import server_options
 
     app = create_app(web_services(settings))
     log.info("web listening on http://%s:%s", settings.host, settings.port)
-    serve(app, host=settings.host, port=settings.port, threads=args.threads, ident="chinwag")
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=args.threads,
+        ident="chinwag",
+        **server_options(settings),
+    )
     return 0
 
 
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     from chinwag.bootstrap import build_worker, open_database
     from chinwag.fanout import Doorbell
-    from chinwag.fanout.worker import run_worker_forever
+    from chinwag.fanout.verification import VerificationMailer
     from chinwag.push.registry import Senders
 
     db = open_database(settings)
@@ -139,8 +147,22 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
+    mailer = VerificationMailer(db, senders, worker.owner, lease_seconds=settings.lease_seconds)
+
+    async def main() -> None:
+        # The verification mailer shares the worker's loop and senders (and so its SMTP pool).
+        stop = asyncio.Event()
+        install_signals(stop)
+        mailing = asyncio.create_task(mailer.run(stop))
+        try:
+            await worker.run(stop)
+        finally:
+            stop.set()
+            await mailing
+            await senders.aclose()
+
     try:
-        run_worker_forever(worker, install_signals)
+        asyncio.run(main())
     finally:
         stop_listening.set()
     return 0

@@ -20,6 +20,8 @@ FAST_ENGINE = {
     "CHINWAG_RETRY_BASE_SECONDS": "0.05",
     "CHINWAG_LEASE_SECONDS": "5",
     "CHINWAG_LOG_LEVEL": "INFO",
+    # These tests are about delivery; email verification has its own (tests/web/test_devices.py).
+    "CHINWAG_VERIFY_EMAIL_DEVICES": "false",
 }
 
 

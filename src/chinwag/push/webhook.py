@@ -75,8 +75,10 @@ class WebhookSender:
             ("content-length", str(len(body))),
             (DELIVERY_HEADER, device.delivery_id),
         ]
-        if self._secret is not None:
-            headers.append((SIGNATURE_HEADER, sign(self._secret, body)))
+        # The device's own key when it has one (shown once to its owner); else the global one.
+        secret = device.secret or self._secret
+        if secret is not None:
+            headers.append((SIGNATURE_HEADER, sign(secret, body)))
         async with self._in_flight:
             refusal = await check_endpoint_async(device.token, self._allowance)
             if refusal is not None:
