@@ -28,7 +28,7 @@ def create_app(services: Services) -> bottle.Bottle:
     app.config["json.enable"] = False
     api.mount(app, services)
     mount_pages(app)
-    mount_metrics(app, services.db)
+    mount_metrics(app, services.db, services.settings.metrics_token)
     openapi_document = json.dumps(build_openapi(api))
 
     def openapi() -> str:
