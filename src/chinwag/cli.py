@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _worker,
         "migrate": _migrate,
         "admin": _admin,
+        "backup": _backup,
     }[args.command]
     return command(settings, args)
 
@@ -66,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     web.add_argument("--threads", type=int, default=16)
     sub.add_parser("worker", help="the fan-out worker")
     sub.add_parser("migrate", help="create or upgrade the database schema")
+    backup = sub.add_parser(
+        "backup", help="a consistent copy of the SQLite database, while serving"
+    )
+    backup.add_argument("path", help="where to write the copy (a new file)")
     sub.add_parser("fakes", help="local fake APNs/FCM/Web Push/SMTP/webhook servers (--help)")
     sub.add_parser("demo", help="fakes + seeded users + web + worker: see a fan-out (--help)")
     admin = sub.add_parser("admin", help="grant (or --revoke) operator rights to a user")
@@ -74,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, web):
         command.add_argument("--host", default=None, help="listen address (CHINWAG_HOST)")
         command.add_argument("--port", type=int, default=None, help="listen port (CHINWAG_PORT)")
-    for command in (sub.choices["worker"], sub.choices["migrate"], admin):
+    for command in (sub.choices["worker"], sub.choices["migrate"], admin, backup):
         command.set_defaults(host=None, port=None)
     return parser
 
@@ -85,6 +90,20 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
     db = open_database(settings, migrate=True)
     print(f"database at revision {current_revision(db)}")
+    return 0
+
+
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chinwag.store.backup import BackupRefused, backup_sqlite
+
+    try:
+        pages = backup_sqlite(settings.database_url, Path(args.path))
+    except BackupRefused as exc:
+        print(f"chinwag backup: {exc}", file=sys.stderr)
+        return 2
+    print(f"backed up {pages} pages to {args.path}")
     return 0
 
 
