@@ -8,6 +8,8 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,7 +24,9 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_used_at", sa.Float(), nullable=True))
-    op.execute("UPDATE api_tokens SET last_used_at = created_at")
+    # When each existing token was last used is unknown: count from the upgrade, so that
+    # upgrading does not sign out everyone whose token is older than CHINWAG_TOKEN_IDLE_DAYS.
+    op.execute(sa.text("UPDATE api_tokens SET last_used_at = :now").bindparams(now=time.time()))
 
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.add_column(sa.Column("scope", Id, server_default="0", nullable=False))
