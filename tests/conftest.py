@@ -26,6 +26,7 @@ from chinwag.live.server import GatewayServer, listening_socket, uvicorn_config
 from chinwag.store.database import Database
 from chinwag.store.migrate import upgrade
 from chinwag.web import Services, create_app
+from chinwag.web.app import server_options
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_DSN = os.environ.get("CHINWAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -122,7 +123,13 @@ class LiveServer:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.server = create_server(create_app(services), host="127.0.0.1", port=0, threads=8)
+        self.server = create_server(
+            create_app(services),
+            host="127.0.0.1",
+            port=0,
+            threads=8,
+            **server_options(services.settings),
+        )
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _worker,
         "migrate": _migrate,
         "admin": _admin,
+        "backup": _backup,
     }[args.command]
     return command(settings, args)
 
@@ -102,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("worker", help="the fan-out worker")
     sub.add_parser("migrate", help="create or upgrade the database schema")
+    backup = sub.add_parser(
+        "backup", help="a consistent copy of the SQLite database, while serving"
+    )
+    backup.add_argument("path", help="where to write the copy (a new file)")
     sub.add_parser("fakes", help="local fake APNs/FCM/Web Push/SMTP/webhook servers (--help)")
     sub.add_parser("demo", help="fakes + seeded users + web + worker: see a fan-out (--help)")
     admin = sub.add_parser("admin", help="grant (or --revoke) operator rights to a user")
@@ -110,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, web, live):
         command.add_argument("--host", default=None, help="listen address (CHINWAG_HOST)")
         command.add_argument("--port", type=int, default=None, help="listen port (CHINWAG_PORT)")
-    for command in (sub.choices["worker"], sub.choices["migrate"], admin):
+    for command in (sub.choices["worker"], sub.choices["migrate"], admin, backup):
         command.set_defaults(host=None, port=None)
     return parser
 
@@ -121,6 +126,20 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
     db = open_database(settings, migrate=True)
     print(f"database at revision {current_revision(db)}")
+    return 0
+
+
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chinwag.store.backup import BackupRefused, backup_sqlite
+
+    try:
+        pages = backup_sqlite(settings.database_url, Path(args.path))
+    except BackupRefused as exc:
+        print(f"chinwag backup: {exc}", file=sys.stderr)
+        return 2
+    print(f"backed up {pages} pages to {args.path}")
     return 0
 
 
@@ -143,10 +162,18 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
 
     from chinwag.bootstrap import web_services
     from chinwag.web import create_app
+    from chinwag.web.app import server_options
 
     app = create_app(web_services(settings))
     log.info("web listening on http://%s:%s", settings.host, settings.port)
-    serve(app, host=settings.host, port=settings.port, threads=args.threads, ident="chinwag")
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=args.threads,
+        ident="chinwag",
+        **server_options(settings),
+    )
     return 0
 
 
@@ -165,7 +192,7 @@ def _live(settings: Settings, _args: argparse.Namespace) -> int:
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     from chinwag.bootstrap import build_worker, open_database
     from chinwag.fanout import Doorbell
-    from chinwag.fanout.worker import run_worker_forever
+    from chinwag.fanout.verification import VerificationMailer
     from chinwag.push.registry import Senders
 
     db = open_database(settings)
@@ -187,8 +214,22 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
+    mailer = VerificationMailer(db, senders, worker.owner, lease_seconds=settings.lease_seconds)
+
+    async def main() -> None:
+        # The verification mailer shares the worker's loop and senders (and so its SMTP pool).
+        stop = asyncio.Event()
+        install_signals(stop)
+        mailing = asyncio.create_task(mailer.run(stop))
+        try:
+            await worker.run(stop)
+        finally:
+            stop.set()
+            await mailing
+            await senders.aclose()
+
     try:
-        run_worker_forever(worker, install_signals)
+        asyncio.run(main())
     finally:
         stop_listening.set()
     return 0

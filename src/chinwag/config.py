@@ -8,6 +8,7 @@ define the app named ``default``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -105,6 +106,17 @@ class Settings:
     rate_sends_per_user: int = 300
     # Where `chinwag worker` serves its own /metrics (push outcomes, in-flight); 0 = not served.
     metrics_port: int = 0
+    # Sign-ups per client address per hour (0: off).
+    rate_signup_per_address_per_hour: int = 20
+    # Networks of reverse proxies whose X-Forwarded-For is believed (CIDRs or addresses).
+    trusted_proxies: tuple[str, ...] = ()
+    max_devices_per_user: int = 50
+    # A new email device gets a verification code and nothing else until the code comes back.
+    verify_email_devices: bool = True
+    # A token unused this many days stops working (0: never expires).
+    token_idle_days: float = 90.0
+    # When set, GET /metrics wants "Authorization: Bearer <this>".
+    metrics_token: str | None = None
 
     @property
     def effective_queue_url(self) -> str:
@@ -130,11 +142,7 @@ class Settings:
             smtp=_smtp_from(env),
             webhook_secret=env.get("CHINWAG_WEBHOOK_SECRET") or None,
             ca_file=_optional_path(env.get("CHINWAG_CA_FILE")),
-            allow_private_endpoints=tuple(
-                part.strip()
-                for part in env.get("CHINWAG_ALLOW_PRIVATE_ENDPOINTS", "").split(",")
-                if part.strip()
-            ),
+            allow_private_endpoints=_list(env.get("CHINWAG_ALLOW_PRIVATE_ENDPOINTS", "")),
             max_in_flight=_int(env, "CHINWAG_MAX_IN_FLIGHT", PushSettings.max_in_flight),
         )
         return cls(
@@ -157,6 +165,14 @@ class Settings:
             stream_heartbeat_seconds=float(env.get("CHINWAG_STREAM_HEARTBEAT_SECONDS") or 25.0),
             streams_per_user=_int(env, "CHINWAG_STREAMS_PER_USER", 20),
             stream_queue_size=_int(env, "CHINWAG_STREAM_QUEUE_SIZE", 1000),
+            rate_signup_per_address_per_hour=_int(
+                env, "CHINWAG_RATE_SIGNUP_PER_ADDRESS_PER_HOUR", 20
+            ),
+            trusted_proxies=_networks(env, "CHINWAG_TRUSTED_PROXIES"),
+            max_devices_per_user=_int(env, "CHINWAG_MAX_DEVICES_PER_USER", 50),
+            verify_email_devices=_bool(env, "CHINWAG_VERIFY_EMAIL_DEVICES", True),
+            token_idle_days=_float(env, "CHINWAG_TOKEN_IDLE_DAYS", 90.0),
+            metrics_token=env.get("CHINWAG_METRICS_TOKEN") or None,
         )
 
 
@@ -168,6 +184,41 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    entries = _list(env.get(name, ""))
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {entry!r} is not an address or CIDR") from None
+    return entries
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _optional_path(raw: str | None) -> Path | None:

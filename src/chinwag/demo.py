@@ -71,9 +71,11 @@ def seed(db: Database, fakes: RunningFakes) -> list[SeededDevice]:
     allow = fakes.providers.settings().allow_private_endpoints
     seeded = demo_devices(fakes)
     for device in seeded:
-        devices.register_device(
+        registered = devices.register_device(
             db, users[device.username], device.platform, device.token, allow_private=allow
         )
+        if registered.webhook_secret:  # the receiver checks the device's own signing key
+            fakes.providers.webhook.hook_secrets[registered.token] = registered.webhook_secret
     if not any(c.title == CHAT_TITLE for c in chats.list_chats(db, users["alice"])):
         chats.create_chat(db, users["alice"], CHAT_TITLE, ["bob", "carol"])
     return seeded

@@ -40,7 +40,11 @@ def web_api(web: LiveServer) -> Api:
 
 def web_settings(db: Database) -> Settings:
     # The fakes listen on loopback, which the SSRF guard refuses unless allowed.
-    return Settings(database_url=db.url, push=PushSettings(allow_private_endpoints=(ALLOW,)))
+    return Settings(
+        database_url=db.url,
+        push=PushSettings(allow_private_endpoints=(ALLOW,)),
+        verify_email_devices=False,  # about delivery; verification is tested in tests/web
+    )
 
 
 class Workers:

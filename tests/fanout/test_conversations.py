@@ -18,6 +18,7 @@ from tests.fanout.recording import RecordingDispatcher
 from chinwag.fanout import Worker, WorkerOptions
 from chinwag.push.model import NotificationKind
 from chinwag.store.database import Database
+from chinwag.store.schema import devices
 from chinwag.web import Services
 
 
@@ -30,6 +31,13 @@ def _device(client: httpx.Client, token: str, platform: str = "apns") -> int:
     response = client.post("/v1/devices", json={"platform": platform, "token": token})
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
+
+
+def _verified(db: Database, device_id: int) -> None:
+    """As if bob had sent back his email code: these tests are about what emails carry
+    (verification itself: tests/web/test_device_ownership.py)."""
+    with db.write() as conn:
+        conn.execute(devices.update().where(devices.c.id == device_id).values(verified=True))
 
 
 def _send(client: httpx.Client, chat_id: int, body: str) -> int:
@@ -256,7 +264,7 @@ def test_quiet_while_active_holds_mobile_push_but_not_email(gateway_api: Api, db
     """With quiet_when_active and a live stream open, APNs is skipped and email still goes."""
     alice, bob = gateway_api.user("alice"), gateway_api.user("bob")
     _device(bob, "b0" * 32)
-    _device(bob, "bob@example.com", platform="email")
+    _verified(db, _device(bob, "bob@example.com", platform="email"))
     chat_id = alice.post("/v1/chats", json={"title": "Q", "members": ["bob"]}).json()["id"]
     assert bob.put("/v1/me/settings", json={"quiet_when_active": True}).status_code == 200
     with bob.stream("GET", "/v1/events", headers={"Accept": "text/event-stream"}) as stream:
@@ -273,7 +281,7 @@ def test_quiet_while_active_holds_mobile_push_but_not_email(gateway_api: Api, db
 def test_email_digest_batches_messages_within_the_window(api: Api, db: Database) -> None:
     """Three messages in quick succession: one email at once, then one digest with two more."""
     alice, bob = api.user("alice"), api.user("bob")
-    _device(bob, "bob@example.com", platform="email")
+    _verified(db, _device(bob, "bob@example.com", platform="email"))
     chat_id = alice.post("/v1/chats", json={"title": "D", "members": ["bob"]}).json()["id"]
     _send(alice, chat_id, "first")
     dispatcher = RecordingDispatcher()

@@ -49,6 +49,7 @@ def test_debug_logs_and_error_bodies_hold_no_secret(tmp_path: Path, fakes: Runni
     web = WebProcess(env, tmp_path / "web.log", "--log-level", "DEBUG")
     worker = ChinwagProcess(["--log-level", "DEBUG", "worker"], env, tmp_path / "worker.log")
     bodies: list[str] = []
+    device_secrets: list[str] = []
     try:
         web.wait_ready()
         client = httpx.Client(base_url=web.url, timeout=10)
@@ -75,6 +76,9 @@ def test_debug_logs_and_error_bodies_hold_no_secret(tmp_path: Path, fakes: Runni
         for registration in registrations:
             response = client.post("/v1/devices", json=registration, headers=bob)
             assert response.status_code == 201, response.text
+            if response.json().get("webhook_secret"):
+                device_secrets.append(response.json()["webhook_secret"])
+                providers.webhook.hook_secrets[str(registration["token"])] = device_secrets[-1]
         chat = client.post(
             "/v1/chats", json={"title": "Secrets", "members": ["bob"]}, headers=alice
         ).json()
@@ -98,6 +102,7 @@ def test_debug_logs_and_error_bodies_hold_no_secret(tmp_path: Path, fakes: Runni
         "VAPID key": _key_lines(providers.vapid_key_file.read_text()),
         "SMTP password": [smtp_password] if smtp_password else [],
         "webhook secret": [providers.webhook_secret],
+        "webhook device secret": device_secrets,
         "APNs provider JWTs": list(providers.apns.jwts_seen),
         "FCM access tokens": list(providers.fcm._access_tokens),
     }

@@ -21,6 +21,8 @@ FAST_ENGINE = {
     "CHINWAG_SWEEP_INTERVAL": "0.5",
     "CHINWAG_RETRY_BASE_SECONDS": "0.05",
     "CHINWAG_LOG_LEVEL": "INFO",
+    # These tests are about delivery; email verification has its own (tests/web/test_devices.py).
+    "CHINWAG_VERIFY_EMAIL_DEVICES": "false",
 }
 
 

@@ -82,6 +82,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/v1/chats/<chat_id:int>/messages/<message_id:int>"): Case(),
     ("PUT", "/v1/me/settings"): Case(lambda i: {"quiet_when_active": True}),
     ("GET", "/v1/events"): Case(),  # no Accept: text/event-stream, so an immediate JSON poll
+    ("POST", "/v1/devices/<device_id:int>/verify"): Case(lambda i: {"code": "123456"}),
+    ("PUT", "/v1/me/password"): Case(lambda i: {"old_password": "p" * 8, "new_password": "p" * 8}),
+    ("DELETE", "/v1/tokens/current"): Case(),
 }
 
 # Routes that name an object the caller must be allowed to see (a chat, a message, a device).
@@ -90,6 +93,7 @@ SCOPED = sorted(key for key in ROUTES if ":int>" in key[1] or key == ("POST", "/
 LAST = [
     ("DELETE", "/v1/chats/<chat_id:int>/messages/<message_id:int>"),
     ("DELETE", "/v1/chats/<chat_id:int>/members/<username>"),
+    ("DELETE", "/v1/tokens/current"),  # signs the caller out
 ]
 MEMBER_ORDER = sorted(ROUTES, key=lambda key: LAST.index(key) + 1 if key in LAST else 0)
 

@@ -66,6 +66,8 @@ VALID: dict[str, dict[str, Any]] = {
     "/v1/chats/<chat_id:int>/read": {"message_id": 1},  # the setup's message, first in its db
     "/v1/chats/<chat_id:int>/messages/<message_id:int>": {"body": "edited"},
     "/v1/me/settings": {"quiet_when_active": True},
+    "/v1/devices/<device_id:int>/verify": {"code": "123456"},  # device 1: verified already
+    "/v1/me/password": {"old_password": "correct horse", "new_password": "correct horse"},
 }
 CASED_BODY_ROUTES = [route for route in BODY_ROUTES if route.path in VALID]
 WRONG_TYPES: dict[str, list[dict[str, Any]]] = {
@@ -80,6 +82,8 @@ WRONG_TYPES: dict[str, list[dict[str, Any]]] = {
     "/v1/chats/<chat_id:int>/read": [{"message_id": "1"}, {"message_id": True}, {"message_id": 0}],
     "/v1/chats/<chat_id:int>/messages/<message_id:int>": [{"body": ["x"]}, {"body": ""}],
     "/v1/me/settings": [{"quiet_when_active": "yes"}, {"quiet_when_active": None}],
+    "/v1/devices/<device_id:int>/verify": [{"code": 123456}, {"code": ""}, {"code": None}],
+    "/v1/me/password": [{"old_password": 1}, {"new_password": "short"}, {"new_password": None}],
 }
 
 
@@ -191,7 +195,9 @@ def test_body_over_the_limit_is_413(setup: Setup) -> None:
     huge = setup.alice.post(
         chat_path, content=b"x" * (4 * 1024 * 1024), headers={"Content-Type": "application/json"}
     )
-    assert_error(huge, 413, "too_large")
+    # Far over the limit, the server itself refuses from Content-Length, before reading the body
+    # (tests/web/test_abuse_limits.py); its answer is waitress's own, not the JSON shape.
+    assert huge.status_code == 413
     assert row_counts(setup.db) == before
     just_fits = b'{"body": "' + b"y" * 4000 + b'"}'
     small_chunks = setup.alice.post(

@@ -18,6 +18,9 @@ from chinwag.store.database import Database
 from chinwag.store.schema import chats, memberships, users
 
 MAX_MEMBERS_PER_REQUEST = 1000
+# One answer whichever names are unknown: naming them would let anyone test a thousand
+# usernames per request for existence.
+NOT_ADDABLE = "some of these people cannot be added"
 
 
 def require_member(conn: Connection, chat_id: int, user_id: int) -> bool:
@@ -74,9 +77,8 @@ def create_chat(db: Database, creator: User, title: str, member_names: list[str]
     now = time.time()
     with db.write() as conn:
         found = users_by_name(conn, names)
-        unknown = [name for name in names if name not in found]
-        if unknown:
-            raise InvalidInput(f"unknown users: {', '.join(unknown)}", field="members")
+        if len(found) != len(names):
+            raise InvalidInput(NOT_ADDABLE, field="members")
         chat_id = conn.execute(
             chats.insert()
             .returning(chats.c.id)
@@ -139,7 +141,7 @@ def _add_member_once(db: Database, user: User, chat_id: int, name: str) -> Chat:
         require_member(conn, chat_id, user.id)
         found = users_by_name(conn, [name])
         if name not in found:
-            raise InvalidInput(f"unknown user {name!r}", field="username")
+            raise InvalidInput(NOT_ADDABLE, field="username")
         already = conn.execute(
             sa.select(memberships.c.user_id).where(
                 memberships.c.chat_id == chat_id, memberships.c.user_id == found[name]

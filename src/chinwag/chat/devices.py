@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from chinwag.chat.errors import InvalidInput, NotFound
+from chinwag.chat import verification
+from chinwag.chat.errors import Conflict, InvalidInput, NotFound
 from chinwag.chat.models import Device, User
 from chinwag.push.endpoints import check_endpoint
 from chinwag.push.model import Platform
@@ -27,6 +31,8 @@ APNS_TOKEN = re.compile(r"^[0-9a-f]{64,200}$")
 FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-.]{16,4096}$")
 APP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_URL_LENGTH = 2048
+# Tokens a provider issues to one app install; they move with the install (see register_device).
+INSTALL_BOUND = frozenset({Platform.APNS, Platform.FCM, Platform.WEBPUSH})
 
 
 def device_from_row(row: RowMapping) -> Device:
@@ -38,6 +44,7 @@ def device_from_row(row: RowMapping) -> Device:
         token=row["token"],
         active=bool(row["active"]),
         created_at=row["created_at"],
+        verified=bool(row["verified"]),
     )
 
 
@@ -78,54 +85,110 @@ def register_device(
     token: str | Mapping[str, Any],
     app: str = "default",
     allow_private: Sequence[str] = (),
+    *,
+    verify_email: bool = False,
+    max_devices: int = 0,
 ) -> Device:
     """Register (or re-register) a device. The same address again gives back the same device.
 
-    An address registered by someone else moves to this user: a phone that changed hands must
-    notify its new owner, never its old one.
+    APNs, FCM and Web Push tokens belong to one install: registered by someone else, the device
+    moves to them (a phone that changed hands must notify its new owner, never its old one).
+    Email addresses and webhook URLs are per user: two users registering the same address get
+    two devices, and nobody can take another user's away. With ``verify_email`` a new email
+    device is unverified and gets only a verification code until ``verify_device`` succeeds.
+    ``max_devices`` (0: no cap) bounds a user's active devices.
     """
     if not APP_NAME.fullmatch(app):
         raise InvalidInput("app must be 1-64 characters: letters, digits, _ . -", field="app")
     canonical = normalize_token(platform, token, allow_private)
+    options = _Options(verify_email=verify_email, max_devices=max_devices)
     try:
-        return _upsert_device(db, user, platform, app, canonical)
+        return _upsert_device(db, user, Platform(platform), app, canonical, options)
     except IntegrityError:
         # The same address registered concurrently (PostgreSQL lets the two overlap): the other
-        # insert won, so this time the device is found and moved to this user.
-        return _upsert_device(db, user, platform, app, canonical)
+        # insert won, so this time the device is found (and moved, if install-bound).
+        return _upsert_device(db, user, Platform(platform), app, canonical, options)
 
 
-def _upsert_device(db: Database, user: User, platform: str, app: str, canonical: str) -> Device:
+@dataclass(frozen=True)
+class _Options:
+    verify_email: bool
+    max_devices: int
+
+
+def _upsert_device(
+    db: Database, user: User, platform: Platform, app: str, canonical: str, options: _Options
+) -> Device:
     digest = hashlib.sha256(canonical.encode()).hexdigest()
+    scope = 0 if platform in INSTALL_BOUND else user.id
     now = time.time()
-    key = (devices.c.platform == platform) & (devices.c.app == app)
-    key &= devices.c.token_hash == digest
+    secret: str | None = None
+    key = (devices.c.platform == platform.value) & (devices.c.app == app)
+    key &= (devices.c.token_hash == digest) & (devices.c.scope == scope)
     with db.write() as conn:
-        existing = conn.execute(sa.select(devices.c.id).where(key)).first()
-        if existing:
-            conn.execute(
-                devices.update()
-                .where(devices.c.id == existing.id)
-                .values(user_id=user.id, active=True, deactivated_reason=None, updated_at=now)
+        existing = conn.execute(
+            sa.select(devices.c.id, devices.c.user_id, devices.c.active, devices.c.verified).where(
+                key
             )
+        ).first()
+        already_mine = existing is not None and existing.user_id == user.id and existing.active
+        if not already_mine:
+            _check_device_cap(conn, user, options.max_devices)
+        if existing:
+            values: dict[str, object] = {
+                "user_id": user.id,
+                "active": True,
+                "deactivated_reason": None,
+                "updated_at": now,
+            }
+            if platform is Platform.WEBHOOK and not existing.active:
+                # Brought back after a delete: its old secret may be lost; it gets a new one.
+                secret = values["webhook_secret"] = new_webhook_secret()
+            conn.execute(devices.update().where(devices.c.id == existing.id).values(**values))
             device_id = existing.id
+            if not existing.verified:
+                verification.renew_code(conn, device_id, now)
         else:
+            unverified = platform is Platform.EMAIL and options.verify_email
+            if platform is Platform.WEBHOOK:
+                secret = new_webhook_secret()
             device_id = conn.execute(
                 devices.insert()
                 .returning(devices.c.id)
                 .values(
                     user_id=user.id,
-                    platform=platform,
+                    platform=platform.value,
                     app=app,
                     token=canonical,
                     token_hash=digest,
+                    scope=scope,
+                    verified=not unverified,
+                    webhook_secret=secret,
                     active=True,
                     created_at=now,
                     updated_at=now,
                 )
             ).scalar_one()
+            if unverified:
+                verification.issue_code(conn, device_id, now)
         row = conn.execute(sa.select(devices).where(devices.c.id == device_id)).mappings().one()
-    return device_from_row(row)
+    return dataclasses.replace(device_from_row(row), webhook_secret=secret)
+
+
+def _check_device_cap(conn: Connection, user: User, max_devices: int) -> None:
+    if max_devices <= 0:
+        return
+    active = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(devices)
+        .where(devices.c.user_id == user.id, devices.c.active.is_(True))
+    ).scalar_one()
+    if active >= max_devices:
+        raise Conflict(f"at most {max_devices} devices per user; remove one first")
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
 
 
 def list_devices(db: Database, user: User) -> list[Device]:
@@ -136,6 +199,24 @@ def list_devices(db: Database, user: User) -> list[Device]:
             .order_by(devices.c.id)
         ).mappings()
         return [device_from_row(row) for row in rows]
+
+
+def get_device(db: Database, user: User, device_id: int) -> Device:
+    with db.read() as conn:
+        row = (
+            conn.execute(
+                sa.select(devices).where(
+                    devices.c.id == device_id,
+                    devices.c.user_id == user.id,
+                    devices.c.active.is_(True),
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound(f"no device {device_id}")
+    return device_from_row(row)
 
 
 def delete_device(db: Database, user: User, device_id: int) -> None:

@@ -47,3 +47,10 @@ class RateLimited(ChinwagError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Overloaded(RateLimited):
+    """This process is at its bound for costly work (password hashing): come back shortly."""
+
+    code = "overloaded"
+    status = 503

@@ -26,6 +26,9 @@ class Device:
     token: str
     active: bool
     created_at: float
+    verified: bool = True
+    # Set only on the answer to the registration that created it: shown once, never again.
+    webhook_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,16 +54,20 @@ class RateLimit:
 class RateLimits:
     """The limits the web tier applies; built from settings once per process."""
 
-    signin_per_account: RateLimit
+    signin_per_account: RateLimit  # counted per (account, address): see web/routes.py
     signin_per_address: RateLimit
     sends_per_user: RateLimit
+    signup_per_address: RateLimit = RateLimit("signup-address", 0, 3600.0)
 
     @classmethod
-    def per_minute(cls, *, signin_account: int, signin_address: int, sends: int) -> RateLimits:
+    def per_minute(
+        cls, *, signin_account: int, signin_address: int, sends: int, signup_per_hour: int = 0
+    ) -> RateLimits:
         return cls(
             signin_per_account=RateLimit("signin-account", signin_account),
             signin_per_address=RateLimit("signin-address", signin_address),
             sends_per_user=RateLimit("sends-user", sends),
+            signup_per_address=RateLimit("signup-address", signup_per_hour, 3600.0),
         )
 
 

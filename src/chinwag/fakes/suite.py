@@ -30,6 +30,7 @@ from chinwag.fakes.smtp import FakeSmtp
 from chinwag.fakes.tls import make_pki
 from chinwag.fakes.webhook import FakeWebhookReceiver
 from chinwag.fakes.webpush import FakeWebPush
+from chinwag.files import write_private
 
 T = TypeVar("T")
 
@@ -45,14 +46,14 @@ def write_vapid_key(directory: Path) -> Path:
     path = directory / "vapid.pem"
     if not path.exists():
         key = ec.generate_private_key(ec.SECP256R1())
-        path.write_bytes(
+        write_private(
+            path,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
-            )
+            ),
         )
-        path.chmod(0o600)
     return path
 
 

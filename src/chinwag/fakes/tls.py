@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chinwag.files import write_private
+
 CA_FILE = "ca.pem"
 CERT_FILE = "server.pem"
 KEY_FILE = "server-key.pem"
@@ -206,8 +208,9 @@ def _generate(pki: TestPKI) -> None:
 
 def _write(path: Path, content: bytes, *, private: bool = False) -> None:
     """Write via a temporary file so a reader never sees half a PEM file."""
+    if private:
+        write_private(path, content)
+        return
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_bytes(content)
-    if private:
-        temporary.chmod(0o600)
     os.replace(temporary, path)

@@ -27,6 +27,9 @@ class FakeWebhookReceiver:
         self, pki: TestPKI, *, secret: str | None = None, faults: FaultPlan | None = None
     ) -> None:
         self.secret = secret
+        # A device's own signing key, as its owner would configure their receiver with it (shown
+        # once at registration); hooks not listed here are checked against ``secret``.
+        self.hook_secrets: dict[str, str] = {}
         self.dead_tokens: set[str] = set()  # hook URLs that answer 410 Gone
         self.accepted: list[WebhookRecord] = []
         self.refused: list[tuple[int, str]] = []
@@ -63,9 +66,10 @@ class FakeWebhookReceiver:
             return 405, "POST required"
         if not request.headers.get("content-type", "").startswith("application/json"):
             return 415, "application/json required"
-        if self.secret is not None:
+        secret = self.hook_secrets.get(url, self.secret)
+        if secret is not None:
             expected = (
-                "sha256=" + hmac.new(self.secret.encode(), request.body, hashlib.sha256).hexdigest()
+                "sha256=" + hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
             )
             given = request.headers.get("x-chinwag-signature", "")
             if not hmac.compare_digest(expected, given):

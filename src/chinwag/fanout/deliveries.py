@@ -153,6 +153,7 @@ def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
             devices.c.platform,
             devices.c.token,
             devices.c.app,
+            devices.c.webhook_secret,
             devices.c.active,
             devices.c.user_id.label("device_owner_id"),
             messages.c.chat_id,
@@ -219,6 +220,7 @@ def _claimed(
             token=row.token,
             delivery_id=delivery_uuid(row.message_id, row.device_id, kind.value),
             app=row.app,
+            secret=row.webhook_secret,
         ),
         notification=notification,
         skip=skip_reason(

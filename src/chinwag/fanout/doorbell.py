@@ -18,6 +18,8 @@ from typing import Any
 from huey import PostgresHuey, RedisHuey, SqliteHuey
 from huey.api import Huey
 
+from chinwag.files import create_private
+
 log = logging.getLogger("chinwag.doorbell")
 
 QUEUE_NAME = "chinwag-doorbell"
@@ -30,6 +32,7 @@ def make_huey(queue_url: str) -> Huey:
     options: dict[str, Any] = {"results": False, "store_none": False, "utc": True}
     if queue_url.startswith("sqlite:///"):
         path = Path(queue_url.removeprefix("sqlite:///"))
+        create_private(path)
         return SqliteHuey(QUEUE_NAME, filename=str(path), **options)
     if queue_url.startswith(("redis://", "rediss://", "unix://")):
         return RedisHuey(QUEUE_NAME, url=queue_url, blocking=True, read_timeout=1, **options)

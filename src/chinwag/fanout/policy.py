@@ -24,7 +24,7 @@ MOBILE_PLATFORMS = frozenset({"apns", "fcm"})
 def recipient_devices(
     chat_id: int, sender_id: int, message_id: int
 ) -> sa.Select[tuple[int, int, str]]:
-    """Active devices of the members the message should notify, never the sender's."""
+    """Active, verified devices of the members the message should notify, never the sender's."""
     mentioned = sa.select(mentions.c.user_id).where(mentions.c.message_id == message_id)
     return (
         sa.select(devices.c.id.label("device_id"), devices.c.user_id, devices.c.platform)
@@ -34,6 +34,8 @@ def recipient_devices(
         )
         .where(
             devices.c.active.is_(True),
+            # An email device whose owner has not proved the mailbox gets nothing but its code.
+            devices.c.verified.is_(True),
             devices.c.user_id != sender_id,
             (memberships.c.notify_level == "all") | devices.c.user_id.in_(mentioned),
         )

@@ -22,6 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -90,7 +91,9 @@ class Gateway:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>' (POST /v1/tokens gives one)")
-        return await self.hub.run(accounts.authenticate, self.hub.db, token.strip())
+        # The same check as the REST API's, idle expiry included (CHINWAG_TOKEN_IDLE_DAYS).
+        check = partial(accounts.authenticate, idle_seconds=self.settings.token_idle_days * 86400)
+        return await self.hub.run(check, self.hub.db, token.strip())
 
     async def replay(
         self, subscriber: Subscriber, write: Callable[[list[Frame]], Awaitable[None]]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,7 +22,14 @@ import aiosmtplib
 
 from chinwag.config import ConfigError, SmtpSettings
 from chinwag.push.endpoints import provider_ssl_context
-from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.model import (
+    DeviceTarget,
+    Notification,
+    NotificationKind,
+    Outcome,
+    OutcomeKind,
+    Platform,
+)
 from chinwag.push.outcome import classify_smtp, connection_failure
 
 log = logging.getLogger(__name__)
@@ -64,9 +73,28 @@ class _SessionRefused(Exception):
         self.outcome = outcome
 
 
-def _one_line(text: str) -> str:
-    """Header values must not carry line breaks (header injection, and the policy refuses)."""
-    return " ".join(text.split())
+# An RFC 2047 encoded-word ("=?charset?q?...?="). The email package decodes these in header
+# values it is given, and CPython up to 3.11.9 / 3.12.4 then wrote a decoded CR LF out as a real
+# line break: a chat title could add headers (Reply-To, Bcc) to every notification email.
+_ENCODED_WORD_OPENER = re.compile(r"=\?")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def header_text(text: str, limit: int = 200) -> str:
+    """User text made safe for one header value: one line, no control characters, and no
+    encoded-word syntax, so what the header says is exactly what the user typed."""
+    text = _LINE_BREAKS.sub(" ", text)
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
+    text = _ENCODED_WORD_OPENER.sub("= ?", text)  # "= ?" is shown as typed, never decoded
+    text = " ".join(text.split())
+    return text[:limit] or "chinwag"
+
+
+VERIFICATION_TEXT = (
+    "Your chinwag verification code is {code}.\n\n"
+    "Someone added this address to a chinwag account. If it was you, enter the code in chinwag.\n"
+    "If it was not, ignore this email: nothing more will be sent to this address.\n"
+)
 
 
 def email_text(notification: Notification) -> str:
@@ -103,9 +131,14 @@ class EmailSender:
         message = EmailMessage()
         message["From"] = self.email_from
         message["To"] = device.token
-        message["Subject"] = _one_line(notification.title)
         message["Date"] = email.utils.formatdate(localtime=False)
         message["Message-ID"] = f"<{device.delivery_id}@{self._message_id_domain}>"
+        if notification.kind is NotificationKind.VERIFICATION:
+            # No user text at all: only chinwag's own words and the code.
+            message["Subject"] = "Your chinwag verification code"
+            message.set_content(VERIFICATION_TEXT.format(code=notification.preview))
+            return message
+        message["Subject"] = header_text(notification.title)
         message["X-Chinwag-Chat-Id"] = str(notification.chat_id)
         message["X-Chinwag-Message-Id"] = str(notification.message_id)
         message.set_content(email_text(notification))

@@ -23,6 +23,10 @@ import httpx
 
 from chinwag.push.h2pool import H2Pool, H2Unavailable
 
+# All a user learns (in last_error) when their endpoint cannot be reached: refused, reset, timed
+# out and TLS failures look alike, so a webhook cannot be used to scan ports.
+UNREACHABLE = "endpoint unreachable"
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -132,6 +136,41 @@ def _addresses(infos: Iterable[tuple[object, ...]]) -> list[IPAddress]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedEndpoint:
+    """An endpoint whose name was resolved once and whose address passed the check: connect to
+    ``address`` (TLS SNI and Host stay the name), so a second lookup cannot be answered with a
+    private address (DNS rebinding)."""
+
+    url: str
+    address: str
+
+
+async def resolve_endpoint(url: str, allowance: Allowance) -> ResolvedEndpoint | str:
+    """Resolve once and check: the address to connect to, or why not (for the logs)."""
+    parsed = _parse(url)
+    if isinstance(parsed, str):
+        return parsed
+    verdict = _prechecked(url, allowance, resolve=True)
+    if isinstance(verdict, str):
+        return verdict
+    if parsed.literal is not None:
+        return ResolvedEndpoint(url, str(parsed.literal))
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return f"endpoint host {parsed.host!r} does not resolve"
+    addresses = _addresses(infos)
+    if not addresses:
+        return f"endpoint host {parsed.host!r} does not resolve"
+    if verdict is not None:  # not an allowed host: every address must pass
+        refusal = _refusal(parsed.host, addresses, allowance)
+        if refusal is not None:
+            return refusal
+    return ResolvedEndpoint(url, str(addresses[0]))
+
+
 def check_endpoint(url: str, allow: Sequence[str], *, resolve: bool = True) -> str | None:
     """Why ``url`` may not be contacted, or None when it may.
 
@@ -199,7 +238,9 @@ class EndpointClient:
         self._max_origins = max_origins
         self._h2_context = provider_ssl_context(ca_file)
         self._h2_context.set_alpn_protocols(["h2"])
-        self._pools: OrderedDict[str, H2Pool] = OrderedDict()
+        # One pool per (origin, checked address): a name that now resolves elsewhere gets a new
+        # pool, checked again, and never reuses a connection to the old address.
+        self._pools: OrderedDict[tuple[str, str], H2Pool] = OrderedDict()
         self._http1_origins: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._http1 = httpx.AsyncClient(
@@ -210,14 +251,16 @@ class EndpointClient:
         )
 
     async def post(
-        self, url: str, headers: Sequence[tuple[str, str]], body: bytes
+        self, endpoint: ResolvedEndpoint, headers: Sequence[tuple[str, str]], body: bytes
     ) -> EndpointResponse:
+        """POST to the endpoint's checked address; the name is kept for TLS and Host."""
+        url = endpoint.url
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._http1_origins:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             try:
-                answer = await self._pool(origin).request(
+                answer = await self._pool(origin, endpoint.address).request(
                     "POST", path, headers, body, time_limit=self.timeout
                 )
                 return EndpointResponse(answer.status, answer.headers)
@@ -225,33 +268,47 @@ class EndpointClient:
                 if "ALPN" not in exc.reason:
                     raise EndpointUnavailable(exc.reason) from None
                 self._http1_origins.add(origin)
-                self._forget(origin)
+                self._forget((origin, endpoint.address))
             except h2.exceptions.ProtocolError as exc:
                 raise EndpointUnavailable(f"HTTP/2 protocol error: {exc}") from None
             except OSError as exc:
                 raise EndpointUnavailable(f"{type(exc).__name__}: {exc}") from None
+        host = parts.hostname or ""
+        literal = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+        netloc = f"{literal}:{parts.port}" if parts.port else literal
+        pinned = parts._replace(netloc=netloc).geturl()
         try:
-            response = await self._http1.post(url, content=body, headers=list(headers))
+            response = await self._http1.post(
+                pinned,
+                content=body,
+                headers=[*headers, ("host", parts.netloc)],
+                extensions={"sni_hostname": host},
+            )
         except httpx.TimeoutException:
             raise EndpointUnavailable("timeout") from None
         except httpx.HTTPError as exc:
             raise EndpointUnavailable(type(exc).__name__) from None
         return EndpointResponse(response.status_code, dict(response.headers))
 
-    def _pool(self, origin: str) -> H2Pool:
-        pool = self._pools.get(origin)
+    def _pool(self, origin: str, address: str) -> H2Pool:
+        key = (origin, address)
+        pool = self._pools.get(key)
         if pool is not None:
-            self._pools.move_to_end(origin)
+            self._pools.move_to_end(key)
             return pool
-        pool = self._pools[origin] = H2Pool(
-            origin, self._h2_context, max_connections=2, connect_timeout=self.timeout
+        pool = self._pools[key] = H2Pool(
+            origin,
+            self._h2_context,
+            max_connections=2,
+            connect_timeout=self.timeout,
+            connect_address=address,
         )
         while len(self._pools) > self._max_origins:
             self._forget(next(iter(self._pools)))
         return pool
 
-    def _forget(self, origin: str) -> None:
-        pool = self._pools.pop(origin, None)
+    def _forget(self, key: tuple[str, str]) -> None:
+        pool = self._pools.pop(key, None)
         if pool is not None:
             task = asyncio.get_running_loop().create_task(pool.aclose())
             self._closing.add(task)

@@ -70,11 +70,15 @@ class H2Pool:
         *,
         max_connections: int = 2,
         connect_timeout: float = 10.0,
+        connect_address: str | None = None,
     ) -> None:
         parts = urlsplit(origin)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"an HTTP/2 origin must be https://host[:port], got {origin!r}")
         self.host = parts.hostname
+        # Where to connect when the caller resolved (and checked) the name itself; TLS SNI, the
+        # certificate check and :authority still use the name.
+        self.connect_address = connect_address or self.host
         self.port = parts.port or 443
         self.authority = parts.netloc.rsplit("@", 1)[-1]
         self._authority = self.authority.encode()
@@ -201,7 +205,7 @@ class H2Pool:
             async with asyncio.timeout(self._connect_timeout):
                 await loop.create_connection(
                     lambda: connection,
-                    self.host,
+                    self.connect_address,
                     self.port,
                     ssl=self._ssl_context,
                     server_hostname=self.host,

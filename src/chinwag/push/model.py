@@ -39,6 +39,7 @@ class NotificationKind(StrEnum):
     ALERT = "alert"  # a new message: shown to the user
     CLEAR = "clear"  # silent: the user read up to message_id elsewhere; update badge, clear tray
     REMOVAL = "removal"  # silent: message_id was deleted; withdraw its notification
+    VERIFICATION = "verification"  # email only: the code that proves a mailbox (preview = code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,8 @@ class DeviceTarget:
     token: str
     delivery_id: str
     app: str = "default"
+    # A webhook device's own signing key (None: the global CHINWAG_WEBHOOK_SECRET, if any).
+    secret: str | None = None
 
 
 class OutcomeKind(StrEnum):

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from chinwag.push.endpoints import (
+    UNREACHABLE,
     Allowance,
     EndpointClient,
     EndpointUnavailable,
-    check_endpoint_async,
+    resolve_endpoint,
 )
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
 from chinwag.push.outcome import classify_webhook, connection_failure, parse_retry_after
@@ -75,17 +76,22 @@ class WebhookSender:
             ("content-length", str(len(body))),
             (DELIVERY_HEADER, device.delivery_id),
         ]
-        if self._secret is not None:
-            headers.append((SIGNATURE_HEADER, sign(self._secret, body)))
+        # The device's own key when it has one (shown once to its owner); else the global one.
+        secret = device.secret or self._secret
+        if secret is not None:
+            headers.append((SIGNATURE_HEADER, sign(secret, body)))
         async with self._in_flight:
-            refusal = await check_endpoint_async(device.token, self._allowance)
-            if refusal is not None:
-                log.warning("webhook to device %s refused: %s", device.device_id, refusal)
+            endpoint = await resolve_endpoint(device.token, self._allowance)
+            if isinstance(endpoint, str):
+                # The detail (which address, does it resolve) is for operators only: shown to
+                # users in last_error it would map the network behind chinwag.
+                log.warning("webhook to device %s refused: %s", device.device_id, endpoint)
                 return Outcome(OutcomeKind.REJECTED, reason="endpoint_refused")
             try:
-                response = await self._client.post(device.token, headers, body)
+                response = await self._client.post(endpoint, headers, body)
             except EndpointUnavailable as exc:
-                return connection_failure(exc.reason)
+                log.info("webhook to device %s unreachable: %s", device.device_id, exc.reason)
+                return connection_failure(UNREACHABLE)
         retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
         return classify_webhook(response.status, retry_after)
 

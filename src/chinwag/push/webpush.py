@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from chinwag.config import ConfigError, WebPushSettings
 from chinwag.push.endpoints import (
+    UNREACHABLE,
     Allowance,
     EndpointClient,
     EndpointUnavailable,
-    check_endpoint_async,
+    resolve_endpoint,
 )
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
 from chinwag.push.outcome import classify_webpush, connection_failure, parse_retry_after
@@ -206,9 +207,11 @@ class WebPushSender:
             # It can never be delivered to; deactivating it is the only useful answer.
             return Outcome(OutcomeKind.TOKEN_DEAD, reason="invalid_subscription")
         async with self._in_flight:
-            refusal = await check_endpoint_async(subscription.endpoint, self._allowance)
-            if refusal is not None:
-                log.warning("web push to device %s refused: %s", device.device_id, refusal)
+            endpoint = await resolve_endpoint(subscription.endpoint, self._allowance)
+            if isinstance(endpoint, str):
+                # The detail (which address, does it resolve) is for operators only: shown to
+                # users in last_error it would map the network behind chinwag.
+                log.warning("web push to device %s refused: %s", device.device_id, endpoint)
                 return Outcome(OutcomeKind.REJECTED, reason="endpoint_refused")
             body = encrypt_for(subscription, webpush_payload(notification))
             headers = [
@@ -221,9 +224,10 @@ class WebPushSender:
                 ("topic", topic_for(notification.chat_id)),
             ]
             try:
-                response = await self._client.post(subscription.endpoint, headers, body)
+                response = await self._client.post(endpoint, headers, body)
             except EndpointUnavailable as exc:
-                return connection_failure(exc.reason)
+                log.info("web push to device %s unreachable: %s", device.device_id, exc.reason)
+                return connection_failure(UNREACHABLE)
         retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
         return classify_webpush(response.status, retry_after)
 

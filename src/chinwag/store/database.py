@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from chinwag.files import create_private, sqlite_path
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -35,6 +37,9 @@ def normalize_url(url: str) -> str:
 class Database:
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = normalize_url(url)
+        path = sqlite_path(self.url)
+        if path is not None:
+            create_private(path)  # before SQLite creates it with the umask's 0644
         self.engine = _create_engine(self.url, pool_size=pool_size)
 
     @property

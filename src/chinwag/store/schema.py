@@ -42,6 +42,9 @@ api_tokens = sa.Table(
     # SHA-256 hex of the token; the token itself is shown once and never stored.
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Written at most once an hour per token (not on every request); a token unused for
+    # CHINWAG_TOKEN_IDLE_DAYS expires.
+    sa.Column("last_used_at", sa.Float, nullable=True),
 )
 
 devices = sa.Table(
@@ -58,7 +61,16 @@ devices = sa.Table(
     sa.Column("deactivated_reason", sa.String(200), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("platform", "app", "token_hash"),
+    # 0 for install-bound tokens (APNs, FCM, Web Push): one install, one device, which moves to
+    # whoever registers it last. The owner's id for email and webhook addresses: each user
+    # registers those for themselves, so nobody can take over another user's address.
+    sa.Column("scope", Id, nullable=False, server_default="0"),
+    # False for an email device until its owner proves the mailbox is theirs; it gets nothing
+    # but its verification email meanwhile.
+    sa.Column("verified", sa.Boolean, nullable=False, server_default=sa.true()),
+    # The HMAC key of a webhook device's signatures, shown once at registration.
+    sa.Column("webhook_secret", sa.String(128), nullable=True),
+    sa.UniqueConstraint("platform", "app", "token_hash", "scope"),
     sa.Index("ix_devices_user_id_active", "user_id", "active"),
 )
 
@@ -189,4 +201,25 @@ rate_limits = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("window_start", sa.Float, nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
+)
+
+# The code that proves an email device's mailbox belongs to its owner. The worker mails ``code``
+# once (through the SMTP sender) and then clears it; only its digest stays, to check the answer.
+device_verifications = sa.Table(
+    "device_verifications",
+    metadata,
+    sa.Column("device_id", Id, sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("code", sa.String(16), nullable=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("wrong_attempts", sa.Integer, nullable=False, server_default="0"),
+    # pending | sending | sent | failed: the mailing's own record
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("send_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=True),
+    sa.Index("ix_device_verifications_status_next_attempt_at", "status", "next_attempt_at"),
 )

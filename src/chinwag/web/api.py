@@ -48,11 +48,17 @@ class RequestContext:
     user: User | None
     body: Any
     query: Any
+    token_id: int | None = None  # the API token this request came with
 
     @property
     def member(self) -> User:
         assert self.user is not None, "route declared auth=True"
         return self.user
+
+    @property
+    def session(self) -> accounts.Session:
+        assert self.user is not None and self.token_id is not None, "route declared auth=True"
+        return accounts.Session(self.user, self.token_id)
 
 
 RouteHandler = Callable[..., BaseModel | Iterator[str] | None]
@@ -111,11 +117,13 @@ def _endpoint(route: Route, services: Services) -> Callable[..., str | Iterator[
                 value = path_params[name]
                 if not isinstance(value, int) or not 0 < value <= MAX_ID:
                     raise HttpError(404, "not_found", f"no such {name.removesuffix('_id')}")
+            session = _authenticate(services, route.stream) if route.auth else None
             context = RequestContext(
                 services=services,
-                user=_authenticate(services, route.stream) if route.auth else None,
+                user=session.user if session else None,
                 body=_parse_body(route, services) if route.body else None,
                 query=_parse_query(route) if route.query else None,
+                token_id=session.token_id if session else None,
             )
             result = route.handler(context, **path_params)
             response.status = route.status
@@ -164,14 +172,15 @@ def error_response(
     return json.dumps({"error": error})
 
 
-def _authenticate(services: Services, token_in_query: bool = False) -> User:
+def _authenticate(services: Services, token_in_query: bool = False) -> accounts.Session:
     header = bottle.request.get_header("Authorization", "")
     if not header and token_in_query and bottle.request.query.get("access_token"):
         header = "Bearer " + bottle.request.query.get("access_token", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <token>' (POST /v1/tokens gives one)")
-    return accounts.authenticate(services.db, token.strip())
+    idle_seconds = services.settings.token_idle_days * 86400
+    return accounts.authenticate_token(services.db, token.strip(), idle_seconds=idle_seconds)
 
 
 def _parse_body(route: Route, services: Services) -> BaseModel:
@@ -180,15 +189,7 @@ def _parse_body(route: Route, services: Services) -> BaseModel:
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "send the body as application/json")
-    limit = services.settings.max_body_bytes
-    if request.content_length > limit:
-        raise HttpError(413, "too_large", f"request body over {limit} bytes")
-    try:
-        raw = request.body.read(limit + 1)
-    except bottle.HTTPError:
-        raise HttpError(413, "too_large", f"request body over {limit} bytes") from None
-    if len(raw) > limit:
-        raise HttpError(413, "too_large", f"request body over {limit} bytes")
+    raw = read_body(request.environ, services.settings.max_body_bytes)
     try:
         document = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -201,6 +202,41 @@ def _parse_body(route: Route, services: Services) -> BaseModel:
     if not isinstance(document, dict):
         raise HttpError(422, "invalid_input", "the body must be a JSON object")
     return _validate(route.body, document)
+
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request body, refused (413) without reading it when Content-Length says it is too
+    large, and never read past ``limit`` + 1 bytes otherwise (a chunked body under gunicorn has
+    no Content-Length). Bottle's own ``request.body`` would spool all of it to disk first."""
+    too_large = HttpError(413, "too_large", f"request body over {limit} bytes")
+    stream = environ.get("wsgi.input")
+    declared = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise HttpError(400, "bad_request", "Content-Length is not a number") from None
+        if length > limit:
+            raise too_large
+        return _read_up_to(stream, length)
+    raw = _read_up_to(stream, limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    return raw
+
+
+def _read_up_to(stream: Any, size: int) -> bytes:
+    if stream is None or size <= 0:
+        return b""
+    parts: list[bytes] = []
+    left = size
+    while left > 0:
+        part = stream.read(min(left, 65536))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _check_document(document: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import bottle
 
+from chinwag.config import Settings
 from chinwag.web import admin as _admin  # noqa: F401  -- declares /v1/admin/stats on `api`
 from chinwag.web import conversations as _conversations  # noqa: F401  -- declares its routes
 from chinwag.web.api import error_response
@@ -27,7 +28,7 @@ def create_app(services: Services) -> bottle.Bottle:
     app.config["json.enable"] = False
     api.mount(app, services)
     mount_pages(app)
-    mount_metrics(app, services.db)
+    mount_metrics(app, services.db, services.settings.metrics_token)
     openapi_document = json.dumps(build_openapi(api))
 
     def openapi() -> str:
@@ -71,6 +72,20 @@ def create_app(services: Services) -> bottle.Bottle:
     app.default_error_handler = other_error
     app.config["chinwag.services"] = services
     return app
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """waitress settings that belong to chinwag's limits: waitress buffers a whole request body
+    before the application sees it, so it must refuse a huge one itself, from Content-Length
+    (or, chunked, as it arrives), before reading it. Bodies a little over the limit still reach
+    the application, which answers in the contract's error shape.
+
+    waitress drops X-Forwarded-For unless told otherwise; with CHINWAG_TRUSTED_PROXIES set it is
+    kept, and chinwag believes it only from those proxies (``web/addresses.py``)."""
+    options: dict[str, Any] = {"max_request_body_size": 2 * settings.max_body_bytes}
+    if settings.trusted_proxies:
+        options["clear_untrusted_proxy_headers"] = False
+    return options
 
 
 def services_of(app: Any) -> Services:

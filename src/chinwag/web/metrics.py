@@ -12,6 +12,8 @@ The worker's own counters (sends by provider and outcome, send latency, in fligh
 
 from __future__ import annotations
 
+import hmac
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, outbox
+from chinwag.web.api import error_response
 
 HTTP_SECONDS = Histogram(
     "chinwag_http_request_seconds",
@@ -54,7 +57,11 @@ class Figures:
         return totals
 
 
-def read_figures(db: Database, now: float | None = None) -> Figures:
+def read_figures(
+    db: Database, now: float | None = None, *, delivery_counts: DeliveryCounts | None = None
+) -> Figures:
+    """The outbox figures, read now (an indexed count of the few pending rows), and the delivery
+    counts, which scan the whole deliveries table: taken from ``delivery_counts`` when given."""
     now = time.time() if now is None else now
     with db.read() as conn:
         depth, oldest = conn.execute(
@@ -62,26 +69,51 @@ def read_figures(db: Database, now: float | None = None) -> Figures:
                 outbox.c.state == "pending"
             )
         ).one()
+    counts = delivery_counts.get(db) if delivery_counts else count_deliveries(db)
+    return Figures(
+        outbox_pending=int(depth),
+        oldest_pending_age_seconds=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
+        deliveries=counts,
+    )
+
+
+def count_deliveries(db: Database) -> dict[tuple[str, str], int]:
+    with db.read() as conn:
         counts = conn.execute(
             sa.select(deliveries.c.platform, deliveries.c.status, sa.func.count()).group_by(
                 deliveries.c.platform, deliveries.c.status
             )
         ).all()
-    return Figures(
-        outbox_pending=int(depth),
-        oldest_pending_age_seconds=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
-        deliveries={(platform, status): int(count) for platform, status, count in counts},
-    )
+    return {(platform, status): int(count) for platform, status, count in counts}
+
+
+class DeliveryCounts:
+    """The deliveries-by-status GROUP BY, at most once per ``ttl_seconds`` however often
+    Prometheus (or anyone: /metrics may be public) scrapes; concurrent scrapes share one query."""
+
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+        self._taken_at = float("-inf")
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def get(self, db: Database) -> dict[tuple[str, str], int]:
+        with self._lock:
+            if time.monotonic() - self._taken_at >= self.ttl_seconds:
+                self._counts = count_deliveries(db)
+                self._taken_at = time.monotonic()
+            return dict(self._counts)
 
 
 class FanoutCollector(Collector):
     """Reads the outbox and delivery tables when Prometheus scrapes, never in between."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, delivery_counts: DeliveryCounts | None = None) -> None:
         self.db = db
+        self.delivery_counts = delivery_counts or DeliveryCounts()
 
     def collect(self) -> Iterator[Metric]:
-        figures = read_figures(self.db)
+        figures = read_figures(self.db, delivery_counts=self.delivery_counts)
         depth = GaugeMetricFamily(
             "chinwag_outbox_pending", "Messages whose fan-out has not finished expanding"
         )
@@ -141,11 +173,22 @@ class LatencyPlugin:
         return timed
 
 
-def mount_metrics(app: bottle.Bottle, db: Database) -> None:
-    """``GET /metrics`` and request timing on every route of ``app``."""
+def mount_metrics(app: bottle.Bottle, db: Database, token: str | None = None) -> None:
+    """``GET /metrics`` and request timing on every route of ``app``. With ``token``
+    (CHINWAG_METRICS_TOKEN) a scrape must send ``Authorization: Bearer <token>``."""
     exposition = _Exposition(REGISTRY, FanoutCollector(db))
+    expected = f"Bearer {token}".encode() if token else None
 
-    def metrics() -> bytes:
+    def metrics() -> bytes | str:
+        if expected is not None:
+            given = bottle.request.get_header("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error_response(
+                    401,
+                    "unauthorized",
+                    "send 'Authorization: Bearer <CHINWAG_METRICS_TOKEN>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         bottle.response.content_type = CONTENT_TYPE_LATEST
         return generate_latest(exposition)
 

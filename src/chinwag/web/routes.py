@@ -9,10 +9,11 @@ import bottle
 import sqlalchemy as sa
 
 from chinwag import __version__
-from chinwag.chat import accounts, chats, devices, messages, ratelimit
+from chinwag.chat import accounts, chats, devices, messages, ratelimit, verification
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Device, Message, User
 from chinwag.web import schemas as s
+from chinwag.web.addresses import client_address, rate_subject, trusted_networks
 from chinwag.web.api import Api, RequestContext
 
 log = logging.getLogger("chinwag.web")
@@ -70,11 +71,12 @@ def device_out(device: Device) -> s.DeviceOut:
     response=s.UserOut,
     status=201,
     auth=False,
-    errors=(409, 422),
+    errors=(409, 422, 429, 503),
     tag="accounts",
 )
 def create_user(ctx: RequestContext) -> s.UserOut:
     body: s.CreateUser = ctx.body
+    ratelimit.hit(ctx.services.db, _rate_limits(ctx).signup_per_address, _client(ctx))
     return user_out(
         accounts.create_user(ctx.services.db, body.username, body.password, body.display_name)
     )
@@ -88,23 +90,62 @@ def create_user(ctx: RequestContext) -> s.UserOut:
     response=s.TokenOut,
     status=201,
     auth=False,
-    errors=(401, 422, 429),
+    errors=(401, 422, 429, 503),
     tag="accounts",
 )
 def create_token(ctx: RequestContext) -> s.TokenOut:
     body: s.CreateToken = ctx.body
+    _count_signin(ctx, body.username)
+    token, user = accounts.issue_token(ctx.services.db, body.username, body.password)
+    return s.TokenOut(token=token, user=user_out(user))
+
+
+def _client(ctx: RequestContext) -> str:
+    """The client's address as rate limits count it: X-Forwarded-For only from trusted
+    proxies (a client could forge it), IPv6 per /64."""
+    trusted = trusted_networks(ctx.services.settings.trusted_proxies)
+    return rate_subject(client_address(bottle.request.environ, trusted))
+
+
+def _count_signin(ctx: RequestContext, username: str) -> None:
+    """Password guesses are limited per (account, address): a guesser slows down only
+    themselves, never the owner signing in from elsewhere; and per address over all accounts."""
     limits = _rate_limits(ctx)
-    # REMOTE_ADDR, not X-Forwarded-For: a client could forge the header to dodge the limit.
-    address = str(bottle.request.environ.get("REMOTE_ADDR") or "unknown")
+    address = _client(ctx)
     ratelimit.hit_all(
         ctx.services.db,
         [
-            (limits.signin_per_account, body.username.strip().lower()),
+            (limits.signin_per_account, f"{username.strip().lower()}@{address}"),
             (limits.signin_per_address, address),
         ],
     )
-    token, user = accounts.issue_token(ctx.services.db, body.username, body.password)
-    return s.TokenOut(token=token, user=user_out(user))
+
+
+@api.route(
+    "DELETE",
+    "/v1/tokens/current",
+    summary="Sign out: the token of this request stops working",
+    status=204,
+    errors=(401,),
+    tag="accounts",
+)
+def sign_out(ctx: RequestContext) -> None:
+    accounts.revoke_token(ctx.services.db, ctx.session.token_id)
+
+
+@api.route(
+    "PUT",
+    "/v1/me/password",
+    summary="Change your password; every other token of yours is revoked",
+    body=s.ChangePassword,
+    status=204,
+    errors=(401, 422, 429, 503),
+    tag="accounts",
+)
+def change_password(ctx: RequestContext) -> None:
+    body: s.ChangePassword = ctx.body
+    _count_signin(ctx, ctx.member.username)
+    accounts.change_password(ctx.services.db, ctx.session, body.old_password, body.new_password)
 
 
 @api.route(
@@ -124,21 +165,39 @@ def me(ctx: RequestContext) -> s.UserOut:
     body=s.CreateDevice,
     response=s.DeviceOut,
     status=201,
-    errors=AUTH_ERRORS,
+    errors=(401, 409, 422),
     tag="devices",
 )
 def register_device(ctx: RequestContext) -> s.DeviceOut:
     body: s.CreateDevice = ctx.body
     token = body.token if isinstance(body.token, str) else body.token.model_dump()
+    settings = ctx.services.settings
     device = devices.register_device(
         ctx.services.db,
         ctx.member,
         body.platform,
         token,
         app=body.app,
-        allow_private=ctx.services.settings.push.allow_private_endpoints,
+        allow_private=settings.push.allow_private_endpoints,
+        verify_email=settings.verify_email_devices,
+        max_devices=settings.max_devices_per_user,
     )
     return device_out(device)
+
+
+@api.route(
+    "POST",
+    "/v1/devices/<device_id:int>/verify",
+    summary="Verify an email device with the code mailed to it",
+    body=s.VerifyDevice,
+    response=s.DeviceOut,
+    errors=(401, 403, 404, 422),
+    tag="devices",
+)
+def verify_device(ctx: RequestContext, device_id: int) -> s.DeviceOut:
+    body: s.VerifyDevice = ctx.body
+    verification.verify_device(ctx.services.db, ctx.member, device_id, body.code)
+    return device_out(devices.get_device(ctx.services.db, ctx.member, device_id))
 
 
 @api.route(
@@ -253,6 +312,7 @@ def _rate_limits(ctx: RequestContext) -> ratelimit.RateLimits:
         signin_account=settings.rate_signin_per_account,
         signin_address=settings.rate_signin_per_address,
         sends=settings.rate_sends_per_user,
+        signup_per_hour=settings.rate_signup_per_address_per_hour,
     )
 
 

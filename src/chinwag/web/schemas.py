@@ -57,6 +57,11 @@ class UserOut(Response):
     created_at: datetime
 
 
+class ChangePassword(RequestBody):
+    old_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
+
+
 class TokenOut(Response):
     token: str = Field(description="Shown once; send it as 'Authorization: Bearer <token>'.")
     user: UserOut
@@ -93,6 +98,20 @@ class DeviceOut(Response):
     app: str
     token: str
     created_at: datetime
+    verified: bool = Field(
+        default=True,
+        description="False for an email device until POST /v1/devices/{id}/verify accepts the "
+        "code mailed to it; it gets nothing else meanwhile",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Webhook devices: the HMAC-SHA256 key of their X-Chinwag-Signature, shown "
+        "once, in the answer to the registration that created the device; null afterwards",
+    )
+
+
+class VerifyDevice(RequestBody):
+    code: str = Field(min_length=1, max_length=16, examples=["123456"])
 
 
 class DeviceList(Response):

@@ -65,6 +65,7 @@ def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveGate
     settings = Settings(
         database_url=db.url,
         push=PushSettings(allow_private_endpoints=(ALLOW_PRIVATE,)),
+        verify_email_devices=False,  # the page's email device is about delivery, not verifying
         # A stream notices a closed page at its next heartbeat; let the server stop quickly.
         stream_heartbeat_seconds=0.5,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import expect
 from tests.conftest import Api, LiveGateway
 from tests.support.processes import wait_until
@@ -20,6 +21,7 @@ from tests.support.processes import wait_until
 from chinwag.chat.accounts import set_admin
 from chinwag.fakes.suite import RunningFakes
 from chinwag.store.database import Database
+from chinwag.store.schema import devices
 
 PASSWORD = "correct horse"
 TIMEOUT_MS = 20_000
@@ -102,6 +104,12 @@ def test_two_people_chat_and_every_fake_device_reports_delivered(
         bob.wait_for_selector(f"#device-list li[data-platform={platform}]")
     expect(bob.locator("#device-list li")).to_have_count(5)
     bob.click("#close-devices")
+    # The webhook's own signing key, shown once at registration: bob's receiver checks it.
+    with live.services.db.read() as conn:
+        key = conn.execute(
+            sa.select(devices.c.webhook_secret).where(devices.c.platform == "webhook")
+        ).scalar_one()
+    providers.webhook.hook_secrets[providers.webhook.hook_url("bob")] = key
 
     # alice creates the group and writes; bob sees it without reloading
     alice.fill("#new-chat-title", "Lunch")

@@ -93,7 +93,7 @@ async function enter(user) {
   showError("auth-error", null);
   $("auth").hidden = true;
   $("workspace").hidden = false;
-  $("me-name").textContent = user.display_name;
+  $("me-name").textContent = `${user.display_name} @${user.username}`;
   $("me-username").textContent = `@${user.username}`;
   $("admin-link").hidden = !user.is_admin;
   await loadChats();
@@ -229,7 +229,9 @@ function renderHeader(chat) {
   const known = state.chats.get(chat.id);
   if (known) Object.assign(known, { title: chat.title, muted: chat.muted });
   $("chat-title").textContent = chat.title;
-  const members = (chat.members || []).map((m) => m.display_name + (m.username === state.me.username ? " (you)" : ""));
+  const members = (chat.members || []).map(
+    (m) => `${m.display_name} @${m.username}` + (m.username === state.me.username ? " (you)" : ""),
+  );
   $("chat-members").textContent = members.join(", ");
   $("mute-toggle").checked = chat.muted;
 }
@@ -265,6 +267,14 @@ async function addMember(event) {
 
 // --- messages -----------------------------------------------------------------------------------
 
+// Display names are free text (anyone can be "Alice"); the @username beside one is unique.
+function handleNode(username) {
+  const handle = document.createElement("span");
+  handle.className = "handle";
+  handle.textContent = `@${username}`;
+  return handle;
+}
+
 function messageNode(message) {
   const mine = message.sender === state.me.username;
   const item = document.createElement("li");
@@ -278,7 +288,8 @@ function messageNode(message) {
   const when = document.createElement("time");
   when.dateTime = message.created_at;
   when.textContent = timeOf(message.created_at);
-  meta.append(who, " ", when);
+  if (mine) meta.append(who, " ", when);
+  else meta.append(who, " ", handleNode(message.sender), " ", when);
   const body = document.createElement("p");
   body.className = "body";
   body.textContent = message.body;
@@ -421,7 +432,7 @@ function notify(chat, message) {
   const title = document.createElement("strong");
   title.textContent = chat.title;
   const text = document.createElement("span");
-  text.textContent = `${message.sender_display_name}: ${message.body}`;
+  text.textContent = `${message.sender_display_name} (@${message.sender}): ${message.body}`;
   toast.append(title, text);
   toast.addEventListener("click", () => {
     toast.remove();
