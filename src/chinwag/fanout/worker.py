@@ -214,6 +214,11 @@ class Worker:
             self._count("expanded", added)
         room = self._claim_room()
         if any(room.values()):
+            if self._results:
+                # Record finished sends before taking their slots again: their rows are still
+                # `sending` under our lease until then, so claiming first would hold twice the
+                # provider's slots in claims, and a SIGKILL now would repeat both waves.
+                await self._flush()
             claimed = await self._db(
                 claim_deliveries,
                 self.db,
