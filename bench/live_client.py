@@ -75,15 +75,23 @@ class LoadClient:
     # -- opening --------------------------------------------------------------------------------
 
     async def open(
-        self, tokens: Sequence[tuple[int, str]], per_user: int, port: int, gateway: str
+        self,
+        tokens: Sequence[tuple[int, str]],
+        per_user: int,
+        port: int,
+        gateway: str,
+        only: str | None = None,
+        deflate: bool = True,
     ) -> dict[str, Any]:
         """``per_user`` connections for each (user, token) to the gateway on ``port``,
-        alternately SSE and WebSocket."""
+        alternately SSE and WebSocket; with ``only``, just the slots of that transport."""
         plan = [
             (user, token, "sse" if (i * per_user + k) % 2 == 0 else "ws")
             for i, (user, token) in enumerate(tokens)
             for k in range(per_user)
         ]
+        if only is not None:
+            plan = [item for item in plan if item[2] == only]
         gate = asyncio.Semaphore(OPEN_IN_FLIGHT)
         times: list[float] = []
         failures: list[str] = []
@@ -96,7 +104,7 @@ class LoadClient:
                         if transport == "sse":
                             connection = await self._open_sse(user, token, port, gateway)
                         else:
-                            connection = await self._open_ws(user, token, port, gateway)
+                            connection = await self._open_ws(user, token, port, gateway, deflate)
                 except Exception as exc:  # counted and reported, never fatal to the run
                     failures.append(f"{transport}: {type(exc).__name__}: {exc}"[:200])
                     return
@@ -116,6 +124,7 @@ class LoadClient:
             "p99_s": percentile(times, 0.99),
             "max_s": max(times, default=float("nan")),
             "open_now": self.open_count(),
+            "times": times,
         }
 
     async def _open_sse(self, user: int, token: str, port: int, gateway: str) -> LiveConnection:
@@ -152,9 +161,12 @@ class LoadClient:
             connection.ended = True
             writer.close()
 
-    async def _open_ws(self, user: int, token: str, port: int, gateway: str) -> LiveConnection:
+    async def _open_ws(
+        self, user: int, token: str, port: int, gateway: str, deflate: bool
+    ) -> LiveConnection:
         socket = await ws_connect(
             f"ws://{self.host}:{port}/v1/ws?access_token={token}",
+            compression="deflate" if deflate else None,  # browsers offer permessage-deflate
             ping_interval=None,  # the server pings; the client answers
             open_timeout=CONNECT_TIMEOUT,
             max_queue=None,
@@ -215,8 +227,8 @@ class LoadClient:
             if answer.status_code != 201:
                 raise RuntimeError(f"send failed: {answer.status_code} {answer.text[:200]}")
         return {
-            "healthz": _summary(health_times),
-            "send": _summary(send_times),
+            "healthz": {**_summary(health_times), "samples": health_times},
+            "send": {**_summary(send_times), "samples": send_times},
             "open_now": self.open_count(),
         }
 
@@ -233,6 +245,7 @@ class LoadClient:
     ) -> dict[str, Any]:
         """Send ``messages`` spaced out; latency = arrival on each connection - send start."""
         receivers = [c for c in self.connections if not c.ended]
+        cpu = time.process_time()
         sent: dict[int, float] = {}
         send_times: list[float] = []
         for number in range(first, first + messages):
@@ -265,6 +278,7 @@ class LoadClient:
             "all": _summary(every),
             **{name: _summary(values) for name, values in sorted(groups.items())},
             "send": _summary(send_times),
+            "client_cpu_s": time.process_time() - cpu,
         }
 
     async def _post(self, token: str, chat_id: int, body: str) -> None:
