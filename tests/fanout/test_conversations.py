@@ -12,10 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.conftest import Api, LiveServer
+from tests.conftest import Api, LiveGateway, gateway_settings
 from tests.fanout.recording import RecordingDispatcher
 
-from chinwag.config import Settings
 from chinwag.fanout import Worker, WorkerOptions
 from chinwag.push.model import NotificationKind
 from chinwag.store.database import Database
@@ -41,6 +40,10 @@ def _send(client: httpx.Client, chat_id: int, body: str) -> int:
 
 @pytest.fixture
 def trio(api: Api) -> tuple[httpx.Client, httpx.Client, httpx.Client, int]:
+    return _trio(api)
+
+
+def _trio(api: Api) -> tuple[httpx.Client, httpx.Client, httpx.Client, int]:
     alice, bob, carol = api.user("alice"), api.user("bob"), api.user("carol")
     _device(bob, "b0" * 32)
     _device(carol, "c0" * 32)
@@ -132,11 +135,12 @@ def test_only_the_sender_edits(
 
 
 def test_long_poll_sees_chat_events_and_own_delivery_updates(
-    trio: tuple[httpx.Client, httpx.Client, httpx.Client, int], api: Api, db: Database
+    gateway_api: Api, db: Database
 ) -> None:
-    """Members see message/edit/delete/read events; outsiders see none; senders see delivery."""
-    alice, bob, _carol, chat_id = trio
-    outsider = api.user("mallory")
+    """Members see message/edit/delete/read events; outsiders see none; senders see delivery
+    (the long poll of the live gateway, which serves /v1/events)."""
+    alice, bob, _carol, chat_id = _trio(gateway_api)
+    outsider = gateway_api.user("mallory")
     start = bob.get("/v1/events").json()["last_id"]
     outsider_start = outsider.get("/v1/events").json()["last_id"]
     message_id = _send(alice, chat_id, "hello @bob")
@@ -163,6 +167,7 @@ class SseReader:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self.events: list[tuple[int, str, dict[str, object]]] = []
+        self.opened = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=30))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, args=(url, headers), daemon=True)
@@ -181,6 +186,8 @@ class SseReader:
             for line in response.iter_lines():
                 if self._stop.is_set():
                     return
+                if line.startswith(":"):
+                    self.opened.set()  # the stream's first line is a comment
                 if not line:
                     if "data" in event:
                         data = json.loads(event["data"])
@@ -189,6 +196,9 @@ class SseReader:
                 elif not line.startswith(":"):
                     field, _, value = line.partition(": ")
                     event[field] = value
+
+    def wait_open(self, timeout: float = 10) -> None:
+        assert self.opened.wait(timeout), "the stream did not open"
 
     def wait_for(self, count: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -202,30 +212,31 @@ class SseReader:
 
 
 @pytest.fixture
-def second_server(db: Database) -> Iterator[LiveServer]:
-    live = LiveServer(Services(Settings(database_url=db.url, stream_heartbeat_seconds=0.5), db))
+def second_gateway(db: Database) -> Iterator[LiveGateway]:
+    live = LiveGateway(Services(gateway_settings(db), db))
     yield live
     live.stop()
 
 
-def test_stream_resumes_across_two_web_processes(
-    api: Api, server: LiveServer, second_server: LiveServer
+def test_stream_resumes_across_two_gateway_processes(
+    gateway_api: Api, gateway: LiveGateway, second_gateway: LiveGateway
 ) -> None:
-    """SSE from web A sees a send made on web B; a reconnect to B with Last-Event-ID resumes."""
+    """SSE from gateway A sees a send made on B; a reconnect to B with Last-Event-ID resumes."""
+    api = gateway_api
     alice = api.user("alice")
     token = api.anonymous.post(
         "/v1/tokens", json={"username": "alice", "password": "correct horse"}
     ).json()["token"]
     api.user("bob")
-    bob_on_b = second_server.client(
+    bob_on_b = second_gateway.client(
         api.anonymous.post(
             "/v1/tokens", json={"username": "bob", "password": "correct horse"}
         ).json()["token"]
     )
     chat_id = alice.post("/v1/chats", json={"title": "Two", "members": ["bob"]}).json()["id"]
-    reader = SseReader(f"{server.url}/v1/events", token)
+    reader = SseReader(f"{gateway.url}/v1/events", token)
     try:
-        time.sleep(0.5)
+        reader.wait_open()
         _send(bob_on_b, chat_id, "first")
         reader.wait_for(1)
         first_id, kind, data = reader.events[0]
@@ -233,7 +244,7 @@ def test_stream_resumes_across_two_web_processes(
     finally:
         reader.close()
     _send(bob_on_b, chat_id, "while you were away")
-    resumed = SseReader(f"{second_server.url}/v1/events", token, last_event_id=first_id)
+    resumed = SseReader(f"{second_gateway.url}/v1/events", token, last_event_id=first_id)
     try:
         resumed.wait_for(1)
         assert resumed.events[0][2]["body"] == "while you were away"
@@ -241,9 +252,9 @@ def test_stream_resumes_across_two_web_processes(
         resumed.close()
 
 
-def test_quiet_while_active_holds_mobile_push_but_not_email(api: Api, db: Database) -> None:
+def test_quiet_while_active_holds_mobile_push_but_not_email(gateway_api: Api, db: Database) -> None:
     """With quiet_when_active and a live stream open, APNs is skipped and email still goes."""
-    alice, bob = api.user("alice"), api.user("bob")
+    alice, bob = gateway_api.user("alice"), gateway_api.user("bob")
     _device(bob, "b0" * 32)
     _device(bob, "bob@example.com", platform="email")
     chat_id = alice.post("/v1/chats", json={"title": "Q", "members": ["bob"]}).json()["id"]

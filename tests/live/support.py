@@ -109,11 +109,15 @@ class SseReader:
         return [event.kind for event in self.events]
 
     def wait_for(self, count: int, timeout: float = 15) -> list[SseEvent]:
-        wait_until(lambda: len(self.events) >= count, timeout, f"{count} events, got {self.events}")
+        wait_until(
+            lambda: len(self.events) >= count,
+            timeout,
+            f"{count} events, got {[(e.id, e.kind) for e in self.events][-20:]}",
+        )
         return self.events
 
     def wait_for_kind(self, kind: str, timeout: float = 15) -> SseEvent:
-        wait_until(lambda: kind in self.kinds(), timeout, f"a {kind} event in {self.events}")
+        wait_until(lambda: kind in self.kinds(), timeout, f"a {kind} event in {self.kinds()}")
         return next(event for event in self.events if event.kind == kind)
 
     def close(self) -> None:
@@ -132,7 +136,9 @@ def sse(gateway: LiveGateway, who: Person, last_event_id: str | None = None) -> 
 
 
 @contextmanager
-def websocket(gateway: LiveGateway, who: Person, after: int | None = None) -> Iterator[WsClient]:
+def websocket(
+    gateway: LiveGateway, who: Person, after: int | str | None = None
+) -> Iterator[WsClient]:
     query = f"?after={after}" if after is not None else ""
     with connect(
         f"{gateway.ws_url}/v1/ws{query}",

@@ -96,11 +96,10 @@ class Gateway:
         self, subscriber: Subscriber, write: Callable[[list[Frame]], Awaitable[None]]
     ) -> None:
         """Write what the client missed, page by page, until the hub's queue takes over."""
-        while True:
+        while not subscriber.caught_up:
             frames = [f for f in await self.hub.backfill(subscriber) if subscriber.accept(f)]
-            if not frames:
-                return
-            await write(frames)
+            if frames:
+                await write(frames)
 
     async def relay(
         self,
@@ -307,8 +306,15 @@ class _EventsEndpoint:
         async def chunk(text: str) -> None:
             await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
 
+        sent = subscriber.after  # the id line is the resume point: never goes back
+
         async def write(frames: list[Frame]) -> None:
-            await chunk("".join(_sse_frame(frame, subscriber.cursor) for frame in frames))
+            nonlocal sent
+            parts = []
+            for frame in frames:
+                sent = max(sent, frame.id or 0)
+                parts.append(_sse_frame(frame, sent))
+            await chunk("".join(parts))
 
         async def beat() -> None:
             await chunk(": keep-alive\n\n")

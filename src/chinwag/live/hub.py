@@ -44,6 +44,7 @@ MAX_GAPS = 1000
 # treats a user as active for 45 s after it (fanout/policy.py).
 ACTIVE_EVERY_SECONDS = 20.0
 MEMBER_KINDS = ("member_added", "member_removed")
+MEMBERSHIP_LOAD_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +80,15 @@ class Subscriber:
     floor: int = 0  # the hub's position when this subscriber joined: later rows come queued
     backfilled: set[int] = field(default_factory=set)
     caught_up: bool = False
+    resync: bool = False  # the queue overflowed while replaying: the replay must read again
     closed: bool = False
     close_reason: str = ""
     on_drop: Callable[[], object] | None = None  # the transport's way to abort a stalled write
+
+    @property
+    def seen(self) -> int:
+        """Rows up to here reach the client without the queue (replay) or already did."""
+        return max(self.floor, self.cursor)
 
     def accept(self, frame: Frame) -> bool:
         """Whether the client still needs this frame (the backfill may have sent it already)."""
@@ -116,6 +123,7 @@ class Hub:
         self.chat_members: dict[int, set[int]] = {}  # chat → connected members
         self.user_chats: dict[int, set[int]] = {}  # connected user → chats
         self.gaps: dict[int, float] = {}  # id skipped over → monotonic time to give up
+        self.membership_changes = 0  # member events applied so far
         self.ephemeral_sinks: list[Callable[[int, Frame], None]] = []  # other processes
         self._wake = asyncio.Event()
         self._touch_wake = asyncio.Event()
@@ -167,12 +175,12 @@ class Hub:
         try:
             if after is None:  # a fresh client starts from now: the log's end, not the hub's
                 after = await self.run(events.latest_id, self.db)
-            while True:
-                seen = self.last_id
+            for _attempt in range(MEMBERSHIP_LOAD_TRIES):
+                seen = self.membership_changes
                 chats = await self.run(events.chats_of, self.db, user.id)
-                # A membership change read by the hub while we loaded may be missing from what
-                # we loaded: load again. One read later the hub applies changes for us.
-                if self.last_id == seen:
+                # A membership change the hub applied while we loaded may be missing from what
+                # we loaded: load again. From the moment we join, the hub applies them for us.
+                if self.membership_changes == seen:
                     break
         finally:
             self.opening[user.id] -= 1
@@ -221,10 +229,13 @@ class Hub:
             return []
         # Read at least once, even when the client is at or past the hub's position: the hub
         # may not have read what committed a moment ago.
+        subscriber.resync = False
         found = await self.run(
             events.visible_after, self.db, subscriber.user.id, subscriber.cursor, limit
         )
-        subscriber.caught_up = len(found) < limit
+        # Caught up when the log has no more; unless the queue overflowed meanwhile, in which
+        # case what it lost may have committed after this read: read once more.
+        subscriber.caught_up = len(found) < limit and not subscriber.resync
         subscriber.backfilled.update(event.id for event in found)
         return [Frame(event.id, event.kind, event.data, time.time()) for event in found]
 
@@ -264,9 +275,16 @@ class Hub:
     def _offer(self, subscriber: Subscriber, frame: Frame) -> None:
         if subscriber.closed:
             return
-        if frame.id is not None and not frame.late and frame.id <= subscriber.floor:
-            return  # before it joined: the backfill reads it from the log
+        if frame.id is not None and not frame.late and frame.id <= subscriber.seen:
+            return  # before it joined (the replay reads it from the log) or already sent
         if subscriber.queue.qsize() >= self.settings.stream_queue_size:
+            if not subscriber.caught_up:
+                # Still replaying from the log, which has these rows too: forget the queue and
+                # let the replay read on (a reconnect after a long absence is not slowness).
+                while not subscriber.queue.empty():
+                    subscriber.queue.get_nowait()
+                subscriber.resync = True
+                return
             # The reader is too slow. It resumes from the log when it reconnects.
             metrics.SLOW_CONSUMERS.inc()
             log.info(
@@ -282,6 +300,7 @@ class Hub:
         chat_id = event.chat_id
         if chat_id is None or event.user_id is not None:
             return  # the removed member's own copy: the chat-wide event does the bookkeeping
+        self.membership_changes += 1
         for member in event.data.get("members", ()):
             user_id = int(member["user_id"])
             chats = self.user_chats.get(user_id)

@@ -1,5 +1,6 @@
-"""Headless Chromium (Debian's, never a downloaded one) against a real chinwag: the web tier on
-waitress in-process, one ``chinwag worker`` process, and the local fake providers."""
+"""Headless Chromium (Debian's, never a downloaded one) against a real chinwag: the ASGI app (live
+gateway + web tier) on uvicorn in-process, as ``chinwag serve`` runs it, one ``chinwag worker``
+process, and the local fake providers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import Api, LiveServer
+from tests.conftest import Api, LiveGateway
 from tests.support.processes import ChinwagProcess, chinwag_env
 
 from chinwag.config import PushSettings, Settings
@@ -58,8 +59,8 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveServer]:
-    """The web tier with a real doorbell, and one worker process ringing on the same queue."""
+def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveGateway]:
+    """The gateway and web tier with a real doorbell, and a worker process on the same queue."""
     queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
     settings = Settings(
         database_url=db.url,
@@ -67,7 +68,7 @@ def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveServ
         # A stream notices a closed page at its next heartbeat; let the server stop quickly.
         stream_heartbeat_seconds=0.5,
     )
-    server = LiveServer(Services(settings, db, ring_doorbell=Doorbell(queue_url).ring))
+    server = LiveGateway(Services(settings, db, ring_doorbell=Doorbell(queue_url).ring))
     worker = ChinwagProcess(
         ["worker"], chinwag_env(db.url, queue_url, fakes.env()), tmp_path / "worker.log"
     )
@@ -77,5 +78,5 @@ def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveServ
 
 
 @pytest.fixture
-def people(live: LiveServer) -> Api:
+def people(live: LiveGateway) -> Api:
     return Api(live)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Api, LiveServer
+from tests.conftest import Api, LiveGateway
 from tests.support.processes import wait_until
 from tests.web.browser.conftest import SCREENSHOTS
 
@@ -24,14 +24,14 @@ _contexts: list[Any] = []
 
 
 @pytest.fixture(autouse=True)
-def close_browser_contexts(live: LiveServer) -> Iterator[None]:
+def close_browser_contexts(live: LiveGateway) -> Iterator[None]:
     """Each test's pages close before its server stops, so no open stream holds the server."""
     yield
     while _contexts:
         _contexts.pop().close()
 
 
-def open_page(browser: Any, live: LiveServer) -> Any:
+def open_page(browser: Any, live: LiveGateway) -> Any:
     context = browser.new_context(viewport={"width": 1180, "height": 720})
     _contexts.append(context)
     page = context.new_page()
@@ -50,13 +50,13 @@ def sign_in(page: Any, username: str) -> None:
     page.wait_for_selector("#workspace:not([hidden])")
 
 
-def token_of(live: LiveServer, username: str) -> str:
+def token_of(live: LiveGateway, username: str) -> str:
     answer = httpx.post(f"{live.url}/v1/tokens", json={"username": username, "password": PASSWORD})
     token: str = answer.json()["token"]
     return token
 
 
-def signed_in_page(browser: Any, live: LiveServer, username: str) -> Any:
+def signed_in_page(browser: Any, live: LiveGateway, username: str) -> Any:
     """A page whose browser already holds the user's token, as after an earlier sign-in."""
     page = open_page(browser, live)
     token = token_of(live, username)
@@ -67,7 +67,7 @@ def signed_in_page(browser: Any, live: LiveServer, username: str) -> Any:
 
 
 def test_two_people_chat_and_every_fake_device_reports_delivered(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
     """alice and bob chat live; alice's panel shows each of bob's five devices delivered."""
     providers = fakes.providers
@@ -138,7 +138,7 @@ def test_two_people_chat_and_every_fake_device_reports_delivered(
 
 
 def test_mute_hides_notifications(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
     """A muted chat pops no in-page notification and notifies none of the member's devices."""
     alice_api = people.user("alice", PASSWORD, display_name="Alice")
@@ -177,7 +177,7 @@ def test_mute_hides_notifications(
 
 
 def test_history_scrolls_back_to_the_first_message(
-    browser: Any, live: LiveServer, people: Api
+    browser: Any, live: LiveGateway, people: Api
 ) -> None:
     """Scrolling to the top loads earlier pages until the very first message is shown."""
     alice_api = people.user("alice", PASSWORD)
@@ -199,7 +199,7 @@ def test_history_scrolls_back_to_the_first_message(
 
 
 def test_operator_page_shows_queue_throughput_and_failures(
-    browser: Any, live: LiveServer, people: Api, db: Database, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, db: Database, fakes: RunningFakes
 ) -> None:
     """An admin sees deliveries and a dead token explained; a member is told the page is not
     theirs."""
@@ -238,7 +238,7 @@ def test_operator_page_shows_queue_throughput_and_failures(
 
 
 def test_client_falls_back_to_polling_when_the_stream_is_refused(
-    browser: Any, live: LiveServer, people: Api, fakes: RunningFakes
+    browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
     """With /v1/events answering 404 (older servers), messages and delivery panels still update."""
     people.user("alice", PASSWORD)
