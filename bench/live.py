@@ -59,6 +59,7 @@ from bench.support import (
 )
 from chinwag.chat.accounts import TOKEN_PREFIX, token_digest
 from chinwag.store.database import Database
+from chinwag.store.migrate import upgrade
 from chinwag.store.schema import api_tokens, chats, memberships, users
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -107,13 +108,13 @@ FULL = LivePlan(
 QUICK = LivePlan(
     users=20,
     per_user=10,
-    healthz_probes=30,
-    send_probes=10,
+    healthz_probes=20,
+    send_probes=5,
     reads_seconds=1.0,
     reads_rate=2.0,
     middle=20,
-    messages=5,
-    spacing=0.2,
+    messages=3,
+    spacing=0.1,
     cluster_users=0,
     cluster_per_user=0,
     cluster_messages=0,
@@ -207,15 +208,15 @@ def env_for(database_url: str, queue_url: str, port: int) -> dict[str, str]:
     )
 
 
-def migrate(workdir: Path, database_url: str, queue_url: str) -> None:
-    child = Child(
-        python_argv("-m", "chinwag", "migrate"),
-        env_for(database_url, queue_url, 0),
-        workdir / "migrate.log",
-    )
-    if child.process.wait(timeout=120) != 0:
-        raise RuntimeError(f"chinwag migrate failed:\n{child.output()}")
-    child.stop()
+def migrate_and_seed(database_url: str, users_count: int) -> Seeded:
+    """The schema (as ``chinwag migrate`` makes it, in this process: a child costs seconds of
+    start-up in quick mode) and the users, tokens and chats."""
+    db = Database(database_url)
+    try:
+        upgrade(db)
+        return seed(db, users_count)
+    finally:
+        db.dispose()
 
 
 class GatewayProcess:
@@ -348,12 +349,7 @@ def run_single(
     )
     database_url = f"sqlite:///{workdir / 'live.db'}"
     queue_url = f"sqlite:///{workdir / 'live-queue.db'}"
-    migrate(workdir, database_url, queue_url)
-    db = Database(database_url)
-    try:
-        seeded = seed(db, plan.users)
-    finally:
-        db.dispose()
+    seeded = migrate_and_seed(database_url, plan.users)
     gateway = GatewayProcess(workdir, "sqlite", database_url, queue_url)
     result: dict[str, Any] = {"database": "sqlite", "plan": asdict(plan)}
     try:
@@ -577,12 +573,7 @@ def run_cluster(workdir: Path, plan: LivePlan, client: LoadClientProcess) -> dic
         f"connections, half on each; messages sent through gateway a"
     )
     with postgres_schema() as database_url:
-        migrate(workdir, database_url, REDIS_URL)
-        db = Database(database_url)
-        try:
-            seeded = seed(db, plan.cluster_users)
-        finally:
-            db.dispose()
+        seeded = migrate_and_seed(database_url, plan.cluster_users)
         gateways = {}
         try:
             for name in ("a", "b"):

@@ -338,12 +338,19 @@ class LoadClientProcess:
         context = multiprocessing.get_context("spawn")
         self._channel, theirs = context.Pipe()
         self.process = context.Process(target=_serve, args=(theirs,), daemon=True)
-        self.process.start()
-        if not self._channel.poll(60):
-            raise RuntimeError("the load client did not start")
-        self.open_files_limit: int = self._channel.recv()["open_files_limit"]
+        self.process.start()  # it starts while the parent prepares the gateway
+        self._limit: int | None = None
+
+    @property
+    def open_files_limit(self) -> int:
+        if self._limit is None:
+            if not self._channel.poll(60):
+                raise RuntimeError("the load client did not start")
+            self._limit = int(self._channel.recv()["open_files_limit"])
+        return self._limit
 
     def ask(self, command: str, *arguments: Any, timeout: float = 600) -> Any:
+        _ = self.open_files_limit  # started
         self._channel.send((command, arguments))
         if not self._channel.poll(timeout):
             raise RuntimeError(f"the load client did not answer {command!r} within {timeout} s")

@@ -28,7 +28,7 @@ def test_quick_benchmark_delivers_every_notification_and_reports_every_measureme
         env=env,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,  # the live gateway's part adds about 10 s
     )
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
     results = json.loads(out.read_text())
