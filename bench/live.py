@@ -339,7 +339,11 @@ def _ms(summary: dict[str, Any]) -> str:
 
 
 def run_single(
-    workdir: Path, plan: LivePlan, client: LoadClientProcess, profile: bool = False
+    workdir: Path,
+    plan: LivePlan,
+    client: LoadClientProcess,
+    profile: bool = False,
+    deflate: bool = True,
 ) -> dict[str, Any]:
     """Measurements 1-3 on one gateway process on SQLite."""
     connections = plan.users * plan.per_user
@@ -351,7 +355,7 @@ def run_single(
     queue_url = f"sqlite:///{workdir / 'live-queue.db'}"
     seeded = migrate_and_seed(database_url, plan.users)
     gateway = GatewayProcess(workdir, "sqlite", database_url, queue_url)
-    result: dict[str, Any] = {"database": "sqlite", "plan": asdict(plan)}
+    result: dict[str, Any] = {"database": "sqlite", "plan": asdict(plan), "ws_deflate": deflate}
     try:
         result["open_files_limit"] = {
             "gateway": gateway.open_files_limit(),
@@ -372,7 +376,7 @@ def run_single(
         rss = {"none": gateway.rss_kib()}
         for transport in ("sse", "ws"):
             stages[transport] = client.ask(
-                "open", seeded.tokens, plan.per_user, gateway.port, "sqlite", transport
+                "open", seeded.tokens, plan.per_user, gateway.port, "sqlite", transport, deflate
             )
             time.sleep(plan.settle)  # the hub's last_active_at round, the handshakes' garbage
             rss[transport] = gateway.rss_kib()
@@ -439,7 +443,8 @@ def run_single(
         result["load_latency"] = load_average()
         if sampler is not None:
             sampler.wait(60)
-            _write_profile(workdir / "gateway.raw", connections, plan)
+            name = "live-profile.md" if deflate else "live-profile-no-deflate.md"
+            _write_profile(workdir / "gateway.raw", connections, plan, name)
         result["rss_peak_kib"] = _peak_kib(gateway.child.pid)
         client.ask("close", plan.middle)
         result["reads"].append(reads_point(gateway, seeded, plan))
@@ -459,7 +464,7 @@ def run_single(
                 result[key][what].pop("samples", None)
     finally:
         gateway.stop()
-    if plan.ws_memory_users:
+    if plan.ws_memory_users and deflate:
         result["ws_memory"] = ws_memory(workdir, plan, client, seeded, database_url, queue_url)
     return result
 
@@ -533,7 +538,7 @@ def _pooled(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _write_profile(raw: Path, connections: int, plan: LivePlan) -> None:
+def _write_profile(raw: Path, connections: int, plan: LivePlan, name: str) -> None:
     from bench.profile import section
 
     if not raw.exists():
@@ -547,8 +552,8 @@ def _write_profile(raw: Path, connections: int, plan: LivePlan) -> None:
         "",
         *section("gateway process", raw)[2:],
     ]
-    (RESULTS / "live-profile.md").write_text("\n".join(lines) + "\n")
-    say("wrote bench/results/live-profile.md")
+    (RESULTS / name).write_text("\n".join(lines) + "\n")
+    say(f"wrote bench/results/{name}")
 
 
 def _peak_kib(pid: int) -> int:
@@ -616,7 +621,9 @@ def run_cluster(workdir: Path, plan: LivePlan, client: LoadClientProcess) -> dic
     }
 
 
-def run(workdir: Path, plan: LivePlan, *, profile: bool = False) -> dict[str, Any]:
+def run(
+    workdir: Path, plan: LivePlan, *, profile: bool = False, deflate: bool = True
+) -> dict[str, Any]:
     """Every live measurement of ``plan``; the figures, the targets and how to reproduce them."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -628,7 +635,7 @@ def run(workdir: Path, plan: LivePlan, *, profile: bool = False) -> dict[str, An
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),
             "load_start": load_average(),
-            "single": run_single(workdir, plan, client, profile),
+            "single": run_single(workdir, plan, client, profile, deflate),
             "cluster": run_cluster(workdir, plan, client),
         }
     finally:
@@ -732,10 +739,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sample the gateway with py-spy during the send-to-receive test "
         "(bench/results/live-profile.md)",
     )
+    parser.add_argument(
+        "--no-deflate",
+        action="store_true",
+        help="what-if: WebSocket clients do not offer permessage-deflate (as if the gateway "
+        "refused it); results to bench/results/live-no-deflate.json unless --out",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="chinwag-live-bench-") as scratch:
-        live = run(Path(scratch), plan, profile=args.profile)
+        live = run(Path(scratch), plan, profile=args.profile, deflate=not args.no_deflate)
+    if args.no_deflate:
+        live["command"] += " --no-deflate"
+        args.out = args.out or RESULTS / "live-no-deflate.json"
     for target in live["targets"]:
         say(f"target: {target['name']}: {target['measured']} -> " + _verdict(target))
     if args.out is not None:

@@ -408,6 +408,22 @@ def live_section(live: dict[str, Any]) -> list[str]:
         f"| per WebSocket connection (opened second) | {single['kib_per_ws']:.1f} KiB |",
         f"| gateway peak RSS (VmHWM) after the latency test | {single['rss_peak_kib'] / 1024:.1f}"
         " MiB |",
+    ]
+    ws_memory = single.get("ws_memory")
+    if ws_memory:
+        lines += [
+            "",
+            "WebSocket memory by compression, each on a fresh gateway process (the same client,",
+            "`websockets`, with and without its offer of permessage-deflate, which uvicorn",
+            "accepts by default):",
+            "",
+            "| WebSocket connections | permessage-deflate | KiB per connection |",
+            "|---:|---|---:|",
+        ]
+        for key, label in (("deflate", "negotiated"), ("no_compression", "not offered")):
+            row = ws_memory[key]
+            lines.append(f"| {row['connections']:,} | {label} | {row['kib_per_connection']:.1f} |")
+    lines += [
         "",
         "### Web tier idle and with the connections open",
         "",
