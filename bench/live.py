@@ -222,12 +222,19 @@ def migrate_and_seed(database_url: str, users_count: int) -> Seeded:
 class GatewayProcess:
     """``chinwag live`` as a child process with RLIMIT_NOFILE lifted; what it holds and reads."""
 
-    def __init__(self, workdir: Path, name: str, database_url: str, queue_url: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        database_url: str,
+        queue_url: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.child = Child(
             python_argv("-m", "chinwag", "live"),
-            env_for(database_url, queue_url, self.port),
+            {**env_for(database_url, queue_url, self.port), **(extra_env or {})},
             workdir / f"gateway-{name}.log",
             before_exec=_lift_open_files,
         )
@@ -513,6 +520,87 @@ def ws_memory(
     return found
 
 
+def trace_memory(workdir: Path, client: LoadClientProcess, users_count: int = 200) -> None:
+    """Where a connection's memory goes: tracemalloc snapshots of a fresh gateway (through
+    ``bench/tracemalloc_hook``) idle, after its SSE connections, after its WebSocket ones;
+    bench/results/live-memory.md gets the biggest differences per connection."""
+    import signal
+    import tracemalloc
+
+    database_url = f"sqlite:///{workdir / 'trace.db'}"
+    seeded = migrate_and_seed(database_url, users_count)
+    out = workdir / "snapshot"
+    hook = Path(__file__).resolve().parent / "tracemalloc_hook"
+    env = {
+        "CHINWAG_BENCH_SNAPSHOT": str(out),
+        "PYTHONPATH": os.pathsep.join([str(hook), base_env()["PYTHONPATH"]]),
+    }
+    queue_url = f"sqlite:///{workdir / 'trace-queue.db'}"
+    gateway = GatewayProcess(workdir, "trace", database_url, queue_url, env)
+    snapshots: dict[str, tracemalloc.Snapshot] = {}
+    counts: dict[str, int] = {}
+
+    def snap(name: str) -> None:
+        done = Path(str(out) + ".done")
+        done.unlink(missing_ok=True)
+        os.kill(gateway.child.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway wrote no tracemalloc snapshot")
+            time.sleep(0.2)
+        snapshots[name] = tracemalloc.Snapshot.load(str(out))
+
+    try:
+        client.ask("target", gateway.port)
+        client.ask("probe", seeded.bystander, seeded.small_chat, 20, 5)
+        snap("idle")
+        for transport in ("sse", "ws"):
+            opened = client.ask("open", seeded.tokens, 10, gateway.port, "trace", transport, True)
+            counts[transport] = opened["opened"]
+            time.sleep(1.0)
+            snap(transport)
+        client.ask("close", 0)
+    finally:
+        gateway.stop()
+    lines = [
+        "### Where a connection's memory goes",
+        "",
+        "`python -m bench.live --trace-memory`: tracemalloc in a fresh gateway process",
+        f"({users_count} users x 10 connections: {counts['sse']:,} SSE, then {counts['ws']:,}",
+        "WebSocket with permessage-deflate); the allocation sites that grew most, in bytes per",
+        "connection. Python's allocations only (and zlib's, which go through Python's allocator);",
+        "RSS adds the allocator's slack and the kernel's per-socket memory is not in RSS.",
+    ]
+    for transport, before in (("sse", "idle"), ("ws", "sse")):
+        stats = snapshots[transport].compare_to(snapshots[before], "lineno")
+        total = sum(stat.size_diff for stat in stats)
+        per = max(1, counts[transport])
+        lines += [
+            "",
+            f"{transport.upper()}: {total / per / 1024:.1f} KiB per connection traced in all.",
+            "",
+            "| bytes per connection | blocks per connection | allocated at |",
+            "|---:|---:|---|",
+        ]
+        for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:12]:
+            frame = stat.traceback[0]
+            where = _short_path(frame.filename)
+            lines.append(
+                f"| {stat.size_diff / per:,.0f} | {stat.count_diff / per:.1f} | "
+                f"`{where}:{frame.lineno}` |"
+            )
+    (RESULTS / "live-memory.md").write_text("\n".join(lines) + "\n")
+    say("wrote bench/results/live-memory.md")
+
+
+def _short_path(filename: str) -> str:
+    for marker in ("site-packages/", "/src/", "/lib/python3.11/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
 def _combine(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
     times = [t for stage in stages.values() for t in stage.pop("times")]
     return {
@@ -740,6 +828,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(bench/results/live-profile.md)",
     )
     parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="only: where a connection's memory goes, by tracemalloc in a fresh gateway "
+        "(bench/results/live-memory.md)",
+    )
+    parser.add_argument(
         "--no-deflate",
         action="store_true",
         help="what-if: WebSocket clients do not offer permessage-deflate (as if the gateway "
@@ -747,6 +841,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.trace_memory:
+        raise_open_files(OPEN_FILES)
+        client = LoadClientProcess()
+        try:
+            with tempfile.TemporaryDirectory(prefix="chinwag-live-trace-") as scratch:
+                trace_memory(Path(scratch), client)
+        finally:
+            client.stop()
+        return 0
     with tempfile.TemporaryDirectory(prefix="chinwag-live-bench-") as scratch:
         live = run(Path(scratch), plan, profile=args.profile, deflate=not args.no_deflate)
     if args.no_deflate:

@@ -522,7 +522,11 @@ def live_section(live: dict[str, Any]) -> list[str]:
             f"{c_latency['connections']:,} connections; arrived {c_latency['arrived']:,} of "
             f"{c_latency['expected']:,}; load average {cluster['load']}.",
         ]
-    for notes in (LIVE_NOTES, LIVE_NOTES.with_name("live-profile.md")):
+    for notes in (
+        LIVE_NOTES,
+        LIVE_NOTES.with_name("live-memory.md"),
+        LIVE_NOTES.with_name("live-profile.md"),
+    ):
         if notes.exists():
             lines += ["", notes.read_text().rstrip()]
     return lines
