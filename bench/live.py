@@ -677,6 +677,7 @@ def run_cluster(workdir: Path, plan: LivePlan, client: LoadClientProcess) -> dic
                 for name, tokens in (("a", seeded.tokens[:half]), ("b", seeded.tokens[half:]))
             }
             for name, figures in opened.items():
+                figures.pop("times")
                 say(
                     f"gateway {name}: {figures['opened']:,} connections in "
                     f"{figures['total_s']:.1f} s, {figures['failed']} failed"

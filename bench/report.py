@@ -156,8 +156,10 @@ def write_report(results: dict[str, Any]) -> Path:
     lines = [
         "# Benchmarks",
         "",
-        "Every number on this page was written by one run of the benchmark command; nothing is",
-        "typed in by hand. Run it yourself and this page is rewritten with your machine's numbers:",
+        "Every number on this page was written by a run of the benchmark command; nothing is",
+        "typed in by hand (section 7 may come from a run of its own command, `python -m",
+        "bench.live`; its date is below). Run it yourself and this page is rewritten with your",
+        "machine's numbers:",
         "",
         "```sh",
         "make bench            # = .venv/bin/python -m bench   (about 13 minutes)",
@@ -168,6 +170,14 @@ def write_report(results: dict[str, Any]) -> Path:
         f"- machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB memory, "
         f"Python {m['python']}, {m['platform']}",
         f"- command: `{results['command']}` · raw results: `bench/results/results.json`",
+        *(
+            [
+                f"- section 7, the live gateway: {results['live']['date']} · command "
+                f"`{results['live']['command']}` (also part of `python -m bench`)"
+            ]
+            if "live" in results
+            else []
+        ),
         "",
         "## Set-up",
         "",
