@@ -220,3 +220,24 @@ def test_idle_streams_get_heartbeats_and_metrics_show_the_gateway(
         assert samples[("chinwag_live_fanout_seconds_count", ())] >= 2
         assert ("chinwag_live_slow_consumers_dropped_total", ()) in samples
         assert any(name == "chinwag_http_request_seconds_count" for name, _ in samples)
+
+
+def test_accepted_connections_inherit_the_dead_peer_timeout() -> None:
+    """Connections accepted on the gateway's socket carry keepalive and TCP_USER_TIMEOUT, which
+    is what drops a vanished client within a minute (Linux)."""
+    from chinwag.live.server import DEAD_PEER_SECONDS, listening_socket
+
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        import pytest
+
+        pytest.skip("TCP_USER_TIMEOUT is Linux's")
+    listener = listening_socket("127.0.0.1", 0)
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    accepted, _ = listener.accept()
+    try:
+        assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        user_timeout = accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        assert user_timeout == DEAD_PEER_SECONDS * 1000
+    finally:
+        for sock in (accepted, client, listener):
+            sock.close()

@@ -20,7 +20,9 @@ from chinwag.config import Settings
 
 log = logging.getLogger("chinwag.live")
 
-DEAD_PEER_SECONDS = 45  # unacknowledged data for this long ends a connection
+# Unacknowledged data (a heartbeat, a keepalive probe) for this long ends a connection: with the
+# 25 s heartbeat a vanished peer is dropped within a minute.
+DEAD_PEER_SECONDS = 30
 GRACEFUL_SHUTDOWN_SECONDS = 5
 WS_MAX_FRAME_BYTES = 64 * 1024
 
