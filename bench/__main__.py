@@ -1,4 +1,4 @@
-"""``python -m bench``: every benchmark of issue 5, side by side, on this machine.
+"""``python -m bench``: every benchmark of issues 5 and 12, side by side, on this machine.
 
 python -m bench           # full: results/results.json, docs/img/*.png, docs/benchmarks.md
 python -m bench --quick   # seconds, small sizes: results/quick.json; fails if any
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, throughput, webtier
+from bench import fanout, live, throughput, webtier
 from bench.support import ROOT, FakeApnsProcess, machine, say
 from bench.targets import ratios, targets
 
@@ -37,6 +37,7 @@ FULL = {
     "scaleout_size": 10_000,
     "scaleout_latencies": (0.0, 0.2),
     "scaleout_repeats": 3,
+    "live": live.FULL,
 }
 QUICK = {
     "fanout": fanout.FanoutPlan(
@@ -48,6 +49,7 @@ QUICK = {
     "scaleout_size": 100,
     "scaleout_latencies": (0.0,),
     "scaleout_repeats": 1,
+    "live": live.QUICK,
 }
 
 
@@ -97,6 +99,8 @@ def main() -> int:
             )
         finally:
             fakes.stop()
+        # Last: it needs no fake, and 10,000 connections are the heaviest load on the machine.
+        results["live"] = live.run(workdir / "live", plan["live"])
     results["ratios"] = ratios(results)
     results["targets"] = targets(results)
     results["all_arrived"] = all_arrived(results)
@@ -104,7 +108,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     say(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    for target in results["targets"]:
+    for target in [*results["targets"], *results["live"]["targets"]]:
         say(
             f"target: {target['name']}: {target['measured']} -> "
             f"{'met' if target['met'] else 'MISSED'}"
@@ -115,7 +119,7 @@ def main() -> int:
         write_report(results)
         say("wrote docs/benchmarks.md and docs/img/*.png")
     if not results["all_arrived"]:
-        say("FAILED: some notifications never arrived")
+        say("FAILED: some notifications or live messages never arrived")
         return 1
     say(f"done in {results['duration_s']:.0f} s; every notification arrived")
     return 0
@@ -123,8 +127,10 @@ def main() -> int:
 
 def all_arrived(results: dict[str, Any]) -> bool:
     rows = [*results["fanout"], *results["scaleout"]]
-    return all(row.get("all_arrived", True) for row in rows) and bool(
-        results["throughput"]["all_arrived"]
+    return (
+        all(row.get("all_arrived", True) for row in rows)
+        and bool(results["throughput"]["all_arrived"])
+        and bool(results["live"]["all_arrived"])
     )
 
 

@@ -156,11 +156,13 @@ def write_report(results: dict[str, Any]) -> Path:
     lines = [
         "# Benchmarks",
         "",
-        "Every number on this page was written by one run of the benchmark command; nothing is",
-        "typed in by hand. Run it yourself and this page is rewritten with your machine's numbers:",
+        "Every number on this page was written by a run of the benchmark command; nothing is",
+        "typed in by hand (section 7 may come from a run of its own command, `python -m",
+        "bench.live`; its date is below). Run it yourself and this page is rewritten with your",
+        "machine's numbers:",
         "",
         "```sh",
-        "make bench            # = .venv/bin/python -m bench   (about 10 minutes)",
+        "make bench            # = .venv/bin/python -m bench   (about 13 minutes)",
         "make bench-quick      # = .venv/bin/python -m bench --quick   (CI: checks delivery only)",
         "```",
         "",
@@ -168,6 +170,14 @@ def write_report(results: dict[str, Any]) -> Path:
         f"- machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB memory, "
         f"Python {m['python']}, {m['platform']}",
         f"- command: `{results['command']}` · raw results: `bench/results/results.json`",
+        *(
+            [
+                f"- section 7, the live gateway: {results['live']['date']} · command "
+                f"`{results['live']['command']}` (also part of `python -m bench`)"
+            ]
+            if "live" in results
+            else []
+        ),
         "",
         "## Set-up",
         "",
@@ -307,9 +317,226 @@ def write_report(results: dict[str, Any]) -> Path:
         ]
     else:
         lines.append("Skipped: PostgreSQL or Redis was not reachable.")
+    if "live" in results:
+        lines += ["", *live_section(results["live"])]
     for notes in (PROFILE_NOTES, PROFILE_NOTES.with_name("profile-raw.md")):
         if notes.exists():
             lines += ["", notes.read_text().rstrip()]
     path = DOCS / "benchmarks.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# The live gateway (issue 12)
+
+LIVE_NOTES = PROFILE_NOTES.with_name("live-notes.md")
+
+
+def plot_live(live: dict[str, Any]) -> Path:
+    single = live["single"]
+    phases = [
+        ("idle", "idle"),
+        ("loaded", f"{single['loaded']['open_now']:,} open"),
+        ("idle_after", "idle again"),
+    ]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, what, title in zip(
+        axes, ("healthz", "send"), ("GET /healthz", "send (POST a message)"), strict=True
+    ):
+        for offset, share in ((-0.2, "p50_s"), (0.2, "p99_s")):
+            values = [single[key][what][share] * 1000 for key, _ in phases]
+            bars = axis.bar(
+                [i + offset for i in range(len(phases))], values, width=0.4, label=share[:3]
+            )
+            axis.bar_label(bars, fmt="%.1f")
+        axis.set_xticks(range(len(phases)), [label for _, label in phases])
+        axis.set(ylabel="latency (ms)", title=title)
+        axis.legend()
+    return _save(figure, "live_latency.png")
+
+
+def _lat(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['p50_s'] * 1000:.1f} | {summary['p99_s'] * 1000:.1f} | "
+        f"{summary['max_s'] * 1000:.1f} | {summary['count']:,}"
+    )
+
+
+def live_section(live: dict[str, Any]) -> list[str]:
+    single = live["single"]
+    plan = single["plan"]
+    opened = single["open"]
+    held = single["loaded"]["open_now"]
+    png = plot_live(live)
+    command = f"`{live['command']}`"
+    lines = [
+        "## 7. Live gateway: 10,000 connections on one process"
+        if opened["requested"] >= 10_000
+        else f"## 7. Live gateway: {opened['requested']:,} connections on one process",
+        "",
+        f"Reproduce with {command} (about {live['duration_s'] / 60:.0f} minutes; it also runs as",
+        "part of `python -m bench`). One `chinwag live` process (the gateway and the web tier on",
+        "one port, uvicorn + uvloop + httptools, SQLite) is measured; the connections come from a",
+        "load client in another process (`bench/live_client.py`: raw asyncio streams for SSE, the",
+        "`websockets` client for `/v1/ws`, as a browser would, offering permessage-deflate).",
+        f"{plan['users']:,} users with {plan['per_user']} connections each, alternately SSE and",
+        "WebSocket, all members of one chat; users and tokens are written straight into the store",
+        "(tokens as SHA-256 digests, `accounts.token_digest`). Open-file limits: gateway "
+        f"{single['open_files_limit']['gateway']:,}, "
+        f"client {single['open_files_limit']['client']:,}.",
+        f"Run {live['date']}; load average (1, 5, 15 min) at the start {live['load_start']}, with "
+        f"the connections open {single['load_open']}, at the end {live['load_end']} — the two",
+        "cores are shared with other work, so compare the ratios measured side by side.",
+        "",
+        "### Targets",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+    ]
+    for target in live["targets"]:
+        lines.append(
+            f"| {target['name']} | {target['measured']} | "
+            f"{'met' if target['met'] else '**missed**'} |"
+        )
+    lines += [
+        "",
+        "### Connections and memory",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| connections opened / requested (failed) | {opened['opened']:,} / "
+        f"{opened['requested']:,} ({opened['failed']}) |",
+        f"| time to open all of them, 200 at a time (SSE, then WebSocket) | "
+        f"{opened['total_s']:.1f} s |",
+        f"| per connection p50 / p99 / max | {opened['p50_s'] * 1000:.0f} / "
+        f"{opened['p99_s'] * 1000:.0f} / {opened['max_s'] * 1000:.0f} ms |",
+        f"| gateway RSS before (after a warm-up) | {single['rss_idle_kib'] / 1024:.1f} MiB |",
+        f"| gateway RSS with {held:,} open | {single['rss_open_kib'] / 1024:.1f} MiB |",
+        f"| per connection | {single['kib_per_connection']:.1f} KiB "
+        f"({single['kib_per_connection'] * 1.024:.1f} KB) |",
+        f"| per SSE connection (opened first) | {single['kib_per_sse']:.1f} KiB |",
+        f"| per WebSocket connection (opened second) | {single['kib_per_ws']:.1f} KiB |",
+        f"| gateway peak RSS (VmHWM) after the latency test | {single['rss_peak_kib'] / 1024:.1f}"
+        " MiB |",
+    ]
+    ws_memory = single.get("ws_memory")
+    if ws_memory:
+        lines += [
+            "",
+            "WebSocket memory by compression, each on a fresh gateway process (the same client,",
+            "`websockets`, with and without its offer of permessage-deflate, which uvicorn",
+            "accepts by default):",
+            "",
+            "| WebSocket connections | permessage-deflate | KiB per connection |",
+            "|---:|---|---:|",
+        ]
+        for key, label in (("deflate", "negotiated"), ("no_compression", "not offered")):
+            row = ws_memory[key]
+            lines.append(f"| {row['connections']:,} | {label} | {row['kib_per_connection']:.1f} |")
+    lines += [
+        "",
+        "### Web tier idle and with the connections open",
+        "",
+        f"![live latency]({png.relative_to(DOCS)})",
+        "",
+        "Sequential requests on one keep-alive connection: "
+        f"{plan['healthz_probes']} `GET /healthz`",
+        f"then {plan['send_probes']} sends to a chat whose only member holds no connection (so a",
+        "send costs the same in every phase: this measures holding the connections, not fanning",
+        "out to them). *idle again* is after every connection closed, a check on the noise.",
+        "",
+        "| phase | open | healthz p50 | p99 | max | n | send p50 | p99 | max | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("idle", "idle"),
+        ("loaded", "connections open"),
+        ("idle_after", "idle again"),
+    ):
+        row = single[key]
+        lines.append(
+            f"| {label} | {row['open_now']:,} | {_lat(row['healthz'])} | {_lat(row['send'])} |"
+        )
+    latency = single["latency"]
+    lines += [
+        "",
+        "(ms; n = requests)",
+        "",
+        "### Send to receive",
+        "",
+        f"{latency['messages']} messages sent one every {latency['spacing_s']:g} s to the chat of",
+        f"all {plan['users']:,} users; every one of the {latency['connections']:,} connections",
+        "records when each arrived (in the load client, whose one event loop reads them all);",
+        "latency = arrival minus the start of the send request.",
+        "",
+        "| connections | p50 (ms) | p99 (ms) | max (ms) | arrivals |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key in ("all", "sse", "ws"):
+        if key in latency:
+            lines.append(f"| {key} | {_lat(latency[key])} |")
+    own = latency.get("gateway_fanout", {})
+    lines += [
+        "",
+        f"Arrived {latency['arrived']:,} of {latency['expected']:,}; the sends themselves: "
+        f"p50 {latency['send']['p50_s'] * 1000:.1f} ms, p99 {latency['send']['p99_s'] * 1000:.1f}"
+        " ms. The gateway's own histogram `chinwag_live_fanout_seconds` (event row created to",
+        f"frame written, {own.get('writes', 0):,.0f} writes) puts p50 at or under "
+        f"{own.get('p50_le_s')} s and p99 at or under {own.get('p99_le_s')} s (bucket bounds).",
+        f"CPU time over the test: the gateway {latency.get('gateway_cpu_s', 0):.1f} s "
+        f"({latency.get('gateway_cpu_us_per_frame', 0):.0f} µs per frame written), the load "
+        f"client {latency.get('client_cpu_s', 0):.1f} s "
+        f"({latency.get('client_cpu_us_per_frame', 0):.0f} µs per frame read); load average "
+        f"at the start {single.get('load_latency_start')}, at the end {single['load_latency']}.",
+        "",
+        "### Event-log reads against connections",
+        "",
+        f"The gateway's own counter `chinwag_live_tail_reads_total` (from its `/metrics`) over "
+        f"{plan['reads_seconds']:g} s",
+        f"while {plan['reads_rate']:g} messages a second go to the big chat, at each number of",
+        "open connections, and the gateway's CPU time over the same interval. On SQLite the hub",
+        "reads the log once per 50 ms tick; connecting costs reads of its own (token, chats,",
+        "resume) once per connection, not per second.",
+        "",
+        "| open connections | tail reads | reads/s | sends (answered in the interval) "
+        "| gateway CPU s/s | load average |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for point in single["reads"]:
+        lines.append(
+            f"| {point['connections']:,} | {point['tail_reads']:.0f} | "
+            f"{point['tail_reads_per_s']:.1f} | {point['messages']} "
+            f"({point['messages_answered_in_interval']}) | {point['cpu_per_s']:.2f} | "
+            f"{point['load']} |"
+        )
+    cluster = live["cluster"]
+    lines += ["", "### Two gateway processes on PostgreSQL + Redis", ""]
+    if "skipped" in cluster:
+        lines.append(f"Skipped: {cluster['skipped']}.")
+    else:
+        c_latency = cluster["latency"]
+        lines += [
+            "Two `chinwag live` processes on one PostgreSQL schema (Redis as the queue), half of",
+            "the users connected to each; every message is sent through gateway *a*. Gateway *b*",
+            "learns of it by PostgreSQL `LISTEN/NOTIFY` and reads the log itself.",
+            "",
+            "| received on | p50 (ms) | p99 (ms) | max (ms) | arrivals |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for key in ("gateway a", "gateway b"):
+            if key in c_latency:
+                lines.append(f"| {key} | {_lat(c_latency[key])} |")
+        lines += [
+            "",
+            f"{c_latency['messages']} messages, one every {c_latency['spacing_s']:g} s, to "
+            f"{c_latency['connections']:,} connections; arrived {c_latency['arrived']:,} of "
+            f"{c_latency['expected']:,}; load average {cluster['load']}.",
+        ]
+    for notes in (
+        LIVE_NOTES,
+        LIVE_NOTES.with_name("live-memory.md"),
+        LIVE_NOTES.with_name("live-profile.md"),
+    ):
+        if notes.exists():
+            lines += ["", notes.read_text().rstrip()]
+    return lines

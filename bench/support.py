@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -191,16 +191,24 @@ class Child:
         log_path: Path,
         *,
         core: int | None = None,
+        before_exec: Callable[[], object] | None = None,
     ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 -- closed in stop()
+
+        def prepare() -> None:
+            if core is not None:
+                pin_to(core)
+            if before_exec is not None:
+                before_exec()
+
         self.process = subprocess.Popen(
             argv,
             env=env,
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=(lambda: pin_to(core)) if core is not None else None,
+            preexec_fn=prepare if core is not None or before_exec is not None else None,
         )
 
     @property

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_benchmark_delivers_every_notification_and_reports_every_measurement(
     tmp_path: Path,
 ) -> None:
-    """`python -m bench --quick` exits 0, every notification arrived, all six measurements and
-    the targets are in its JSON."""
+    """`python -m bench --quick` exits 0, every notification and live message arrived, all seven
+    measurements and the targets are in its JSON."""
     out = tmp_path / "quick.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     finished = subprocess.run(
@@ -28,7 +28,7 @@ def test_quick_benchmark_delivers_every_notification_and_reports_every_measureme
         env=env,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,  # the live gateway's part adds about 10 s
     )
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
     results = json.loads(out.read_text())
@@ -57,3 +57,12 @@ def test_quick_benchmark_delivers_every_notification_and_reports_every_measureme
         assert "skipped" in row or row["all_arrived"], row
     assert len(results["targets"]) == 4
     assert results["machine"]["nproc"] >= 1
+    live = results["live"]
+    assert live["all_arrived"] is True
+    single = live["single"]
+    assert single["open"]["opened"] == single["open"]["requested"] > 0
+    assert single["latency"]["arrived"] == single["latency"]["expected"] > 0
+    assert single["kib_per_connection"] > 0
+    assert single["reads"][0]["connections"] == 0
+    assert all(point["tail_reads"] > 0 for point in single["reads"])
+    assert len(live["targets"]) >= 5
