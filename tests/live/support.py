@@ -121,9 +121,21 @@ class SseReader:
         return next(event for event in self.events if event.kind == kind)
 
     def close(self) -> None:
+        self.hang_up()
+        self._thread.join(timeout=10)
+
+    def hang_up(self) -> None:
+        """Close the connection; the reading thread ends at the stream's next line (a heartbeat
+        at the latest), so hang up many readers before joining any (``close_all``)."""
         self._closing.set()
         self._client.close()
-        self._thread.join(timeout=10)
+
+
+def close_all(readers: list[SseReader]) -> None:
+    for reader in readers:
+        reader.hang_up()
+    for reader in readers:
+        reader.close()
 
 
 @contextmanager

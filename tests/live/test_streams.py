@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from tests.conftest import Api, LiveGateway
-from tests.live.support import Person, chat, person, send, sse, websocket
+from tests.live.support import Person, SseReader, chat, close_all, person, send, sse, websocket
 from tests.support.processes import wait_until
 from websockets.exceptions import InvalidStatus
 
@@ -193,8 +193,7 @@ def test_database_reads_do_not_grow_with_connections(
     alice = person(gateway_api, "alice")
     people = [person(gateway_api, f"user{i}") for i in range(3)]
     chat_id = chat(alice, "Crowd", *people)
-    streams = [sse(gateway, people[i % 3]) for i in range(30)]
-    readers = [stream.__enter__() for stream in streams]
+    readers = [SseReader(gateway.url, people[i % 3].token) for i in range(30)]
     try:
         before = tail_reads()
         started = time.monotonic()
@@ -207,8 +206,7 @@ def test_database_reads_do_not_grow_with_connections(
         # many streams; thirty polling streams would read thirty times per tick.
         assert reads <= elapsed / SQLITE_TICK_SECONDS + 3, (reads, elapsed)
     finally:
-        for stream in streams:
-            stream.__exit__(None, None, None)
+        close_all(readers)
 
 
 def tail_reads() -> float:
