@@ -15,10 +15,13 @@ import httpx
 import psycopg
 import pytest
 import redis as redis_lib
+from argon2 import PasswordHasher
+from argon2 import profiles as argon2_profiles
 from waitress import wasyncore
 from waitress.server import create_server
 
 from chinwag.asgi import create_application
+from chinwag.chat import accounts
 from chinwag.config import Settings
 from chinwag.fakes.suite import RunningFakes
 from chinwag.live import Gateway
@@ -79,6 +82,18 @@ def require_redis() -> None:
         if IN_CI:
             pytest.fail(f"Redis is required in CI but {REDIS_URL} is unreachable")
         pytest.skip("Redis not available")
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its cheapest cost inside the test process: a production hash costs ~0.1 s of CPU
+    and 64 MiB, the suite signs up hundreds of users, and that was a fifth of the API tests' CPU.
+    Tests marked ``full_password_cost`` (tests/chat/test_passwords.py) prove the production cost,
+    and every chinwag process a test starts (web, serve, worker) keeps it."""
+    if request.node.get_closest_marker("full_password_cost") is None:
+        monkeypatch.setattr(
+            accounts, "_hasher", PasswordHasher.from_parameters(argon2_profiles.CHEAPEST)
+        )
 
 
 class PostgresSchema:

@@ -11,6 +11,8 @@ from chinwag.chat.errors import Unauthorized
 from chinwag.store.database import Database
 from chinwag.store.schema import users
 
+pytestmark = pytest.mark.full_password_cost
+
 
 def test_passwords_are_hashed_with_argon2id_at_full_cost(db: Database) -> None:
     """A new user's password is stored as argon2id with at least 64 MiB and 3 passes."""

@@ -153,7 +153,8 @@ def test_generated_requests_over_every_route_get_no_5xx_and_match_the_schema(
             "seconds": round(time.monotonic() - started, 1),
         },
     )
-    assert total >= 1000
+    # every operation was exercised (two modes, some examples rejected), not just reached
+    assert total >= EXAMPLES_PER_OPERATION_AND_MODE * len(operations)
     touched = {key.rsplit(" ", 1)[0] for key in statuses}
     assert touched == {op.label for op in operations}
     assert not any(status >= 500 for status in per_status), per_status
