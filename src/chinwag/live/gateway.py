@@ -38,7 +38,7 @@ from chinwag.chat.errors import ChinwagError, RateLimited, Unauthorized
 from chinwag.chat.models import User
 from chinwag.config import Settings
 from chinwag.live import metrics
-from chinwag.live.hub import CLOSED, Frame, Hub, Subscriber, _Closed
+from chinwag.live.hub import CLOSED, Frame, Hub, Subscriber, _Beat, _Closed
 from chinwag.live.wakeups import PostgresWakeups
 from chinwag.store.database import Database
 
@@ -110,23 +110,20 @@ class Gateway:
         write: Callable[[list[Frame]], Awaitable[None]],
         idle: Callable[[], Awaitable[None]] | None,
     ) -> None:
-        """Write what the hub queues until the subscriber is closed; ``idle`` on quiet spells."""
+        """Write what the hub queues until the subscriber is closed; ``idle`` at a heartbeat."""
         queue = subscriber.queue
         while True:
-            try:
-                async with asyncio.timeout(self.settings.stream_heartbeat_seconds):
-                    item: Frame | _Closed = await queue.get()
-            except TimeoutError:
-                if idle is not None:
-                    await idle()
-                continue
+            item = await queue.get()
             batch: list[Frame] = []
             while True:
                 if isinstance(item, _Closed):
                     if batch:
                         await self._write_counted(batch, write)
                     return
-                if subscriber.accept(item):
+                if isinstance(item, _Beat):
+                    if idle is not None and not batch:
+                        await idle()
+                elif subscriber.accept(item):
                     batch.append(item)
                 if len(batch) >= WRITE_BATCH or queue.empty():
                     break
@@ -280,7 +277,11 @@ class _EventsEndpoint:
                         item = await subscriber.queue.get()
                         if isinstance(item, _Closed):
                             break
-                        if item.id is not None and subscriber.accept(item):
+                        if (
+                            isinstance(item, Frame)
+                            and item.id is not None
+                            and subscriber.accept(item)
+                        ):
                             found.append(item)
             except TimeoutError:
                 pass
