@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from chinwag.fanout.deliveries import RetryPolicy
+from chinwag.fanout.deliveries import UNAVAILABLE_RECHECK_SECONDS, RetryPolicy
 from chinwag.push.model import (
     DeviceTarget,
     Dispatcher,
@@ -31,8 +31,6 @@ from chinwag.store.database import Database
 from chinwag.store.schema import device_verifications, devices
 
 log = logging.getLogger("chinwag.verification")
-
-UNAVAILABLE_RECHECK_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
