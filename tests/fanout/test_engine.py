@@ -183,3 +183,42 @@ def test_large_group_expands_in_batches(api: Api, db: Database) -> None:
     assert len(dispatcher.sent) == 2000
     assert len({d.token for d, _ in dispatcher.sent}) == 2000
     assert worker.stats["expanded"] == 2000
+
+
+def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
+    api: Api, db: Database
+) -> None:
+    """A database error while recording outcomes loses none of them: the next step records
+    them (dropped, their rows stayed `sending` under a lease the heartbeat kept renewing)."""
+    sender, chat_id, _clients = _setup_group(api, members=2, devices_each=2)
+    sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "while the database hiccups"})
+    dispatcher = RecordingDispatcher()
+    worker = Worker(db, dispatcher)
+
+    async def scenario() -> None:
+        worker._loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + 30
+        while len(dispatcher.sent) < 4 or worker._in_flight:  # claimed, sent, not yet recorded
+            assert time.monotonic() < deadline, "the sends did not finish"
+            worker._results or await worker._step()
+            await asyncio.sleep(0.01)
+        # The write of the outcomes fails: the table is briefly not there (as during a restart).
+        with db.write() as conn:
+            conn.execute(sa.text("ALTER TABLE deliveries RENAME TO deliveries_away"))
+        try:
+            try:
+                await worker._flush()
+            except Exception:
+                pass
+            else:
+                raise AssertionError("the write should have failed")
+        finally:
+            with db.write() as conn:
+                conn.execute(sa.text("ALTER TABLE deliveries_away RENAME TO deliveries"))
+        await worker._step()
+
+    asyncio.run(scenario())
+    with db.read() as conn:
+        statuses = Counter(conn.execute(sa.select(deliveries.c.status)).scalars())
+    assert statuses == {"delivered": 4}
+    assert len(dispatcher.sent) == 4  # recorded, not sent again

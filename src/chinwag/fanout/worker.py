@@ -330,9 +330,16 @@ class Worker:
     async def _flush(self) -> None:
         results, self._results = self._results, []
         self._last_flush = self._clock()
-        recorded = await self._db(
-            record_outcomes, self.db, self.owner, results, time.time(), self.options.retry
-        )
+        try:
+            recorded = await self._db(
+                record_outcomes, self.db, self.owner, results, time.time(), self.options.retry
+            )
+        except Exception:
+            # The write rolled back (the database may be restarting): keep the outcomes for the
+            # next step. Dropped, their rows would stay `sending` under a lease that the
+            # heartbeat renews for as long as this worker lives, and never be recorded or resent.
+            self._results = results + self._results
+            raise
         for status, count in recorded.counts.items():
             self._count(status, count)
         self._changed_messages |= recorded.messages
@@ -341,7 +348,11 @@ class Worker:
         """Tell each sender how their message's fan-out stands (the live delivery panel)."""
         changed, self._changed_messages = self._changed_messages, set()
         self._last_summary = self._clock()
-        await self._db(_publish_delivery_events, self.db, sorted(changed))
+        try:
+            await self._db(_publish_delivery_events, self.db, sorted(changed))
+        except Exception:
+            self._changed_messages |= changed  # the senders' panels still need them
+            raise
 
     async def _idle(self, stop: asyncio.Event) -> None:
         timeout = self.options.sweep_interval
