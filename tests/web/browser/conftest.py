@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import Api, LiveGateway
 from tests.support.processes import ChinwagProcess, chinwag_env
+from tests.web.browser.pages import open_contexts
 
 from chinwag.config import PushSettings, Settings
 from chinwag.fakes.suite import ALLOW_PRIVATE, RunningFakes
@@ -76,6 +77,14 @@ def live(db: Database, tmp_path: Path, fakes: RunningFakes) -> Iterator[LiveGate
     yield server
     worker.stop()
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def close_browser_contexts(live: LiveGateway) -> Iterator[None]:
+    """Each test's pages close before its server stops, so no open stream holds the server."""
+    yield
+    while open_contexts:
+        open_contexts.pop().close()
 
 
 @pytest.fixture

@@ -7,69 +7,19 @@ shows them)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 from tests.conftest import Api, LiveGateway
 from tests.support.processes import wait_until
+from tests.web.browser.pages import PASSWORD, TIMEOUT_MS, open_page, sign_in, signed_in_page
 
 from chinwag.chat.accounts import set_admin
 from chinwag.fakes.suite import RunningFakes
 from chinwag.store.database import Database
 from chinwag.store.schema import devices
-
-PASSWORD = "correct horse"
-TIMEOUT_MS = 20_000
-expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine renders late, never wrongly
-_contexts: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def close_browser_contexts(live: LiveGateway) -> Iterator[None]:
-    """Each test's pages close before its server stops, so no open stream holds the server."""
-    yield
-    while _contexts:
-        _contexts.pop().close()
-
-
-def open_page(browser: Any, live: LiveGateway) -> Any:
-    context = browser.new_context(viewport={"width": 1180, "height": 720})
-    _contexts.append(context)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.js_errors = errors
-    page.goto(live.url)
-    return page
-
-
-def sign_in(page: Any, username: str) -> None:
-    page.fill("#auth-username", username)
-    page.fill("#auth-password", PASSWORD)
-    page.click("#sign-in")
-    page.wait_for_selector("#workspace:not([hidden])")
-
-
-def token_of(live: LiveGateway, username: str) -> str:
-    answer = httpx.post(f"{live.url}/v1/tokens", json={"username": username, "password": PASSWORD})
-    token: str = answer.json()["token"]
-    return token
-
-
-def signed_in_page(browser: Any, live: LiveGateway, username: str) -> Any:
-    """A page whose browser already holds the user's token, as after an earlier sign-in."""
-    page = open_page(browser, live)
-    token = token_of(live, username)
-    page.evaluate("token => localStorage.setItem('chinwag.token', token)", token)
-    page.reload()
-    page.wait_for_selector("#workspace:not([hidden])")
-    return page
 
 
 def test_two_people_chat_and_every_fake_device_reports_delivered(

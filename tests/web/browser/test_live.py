@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,11 @@ import pytest
 from playwright.sync_api import expect
 from tests.conftest import Api, LiveGateway
 from tests.live.support import Person, websocket
-from tests.web.browser.test_chat import PASSWORD, TIMEOUT_MS, sign_in, token_of
+from tests.web.browser.pages import PASSWORD, open_page, sign_in, token_of
 
 from chinwag.chat.accounts import token_digest
 from chinwag.store.database import Database
 from chinwag.store.schema import api_tokens
-
-expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine renders late, never wrongly
 
 TYPING_SHOWN_WITHIN_MS = 10_000  # a typing event crosses the gateway in milliseconds when idle
 ANNOUNCE_EVERY_S = 3  # the client's typing frames per chat, at most one this often
@@ -29,27 +27,9 @@ NO_WEBSOCKET = "window.WebSocket = undefined;"
 
 
 @pytest.fixture
-def new_page(browser: Any, live: LiveGateway) -> Iterator[Callable[..., Any]]:
-    """Opens the client in a browser context of its own (one person each), not yet signed in; all
-    are closed before the server stops, so no open stream holds it."""
-    contexts: list[Any] = []
-
-    def open_page(init_script: str | None = None) -> Any:
-        context = browser.new_context(viewport={"width": 1180, "height": 720})
-        contexts.append(context)
-        if init_script is not None:
-            context.add_init_script(init_script)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.js_errors = errors
-        page.goto(live.url)
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
+def new_page(browser: Any, live: LiveGateway) -> Callable[..., Any]:
+    """Opens the client in a browser context of its own (one person each), not yet signed in."""
+    return lambda init_script=None: open_page(browser, live, init_script)
 
 
 def websocket_frames(page: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -3,20 +3,10 @@ name shown beside a message or in a member list carries the unique @username."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from tests.conftest import Api, LiveGateway
-from tests.web.browser.test_chat import PASSWORD, _contexts, signed_in_page
-
-
-@pytest.fixture(autouse=True)
-def close_browser_contexts(live: LiveGateway) -> Iterator[None]:
-    """Pages close before the server stops (as in test_chat.py)."""
-    yield
-    while _contexts:
-        _contexts.pop().close()
+from tests.web.browser.pages import PASSWORD, signed_in_page
 
 
 def test_an_impostor_display_name_shows_its_real_username(
