@@ -11,9 +11,10 @@ import bottle
 from pydantic import Field
 
 from chinwag.chat import conversations, events
-from chinwag.web.api import HttpError, RequestContext
-from chinwag.web.routes import api
+from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.schemas import QueryParams, RequestBody, Response
+
+api = Api()  # the routes below; create_app mounts them
 
 MAX_LONG_POLL_SECONDS = 30
 
