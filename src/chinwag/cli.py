@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from chinwag import __version__
-from chinwag.config import ConfigError, Settings
+from chinwag.config import SETTING, ConfigError, Settings
 from chinwag.supervisor import Supervisor, stop_with_supervisor
 
 log = logging.getLogger("chinwag")
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chinwag", description="Group chat with push that lands.")
     parser.add_argument("--version", action="version", version=f"chinwag {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("CHINWAG_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=SETTING["CHINWAG_LOG_LEVEL"].read(os.environ))
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="web + worker + SQLite in this directory, one command")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
