@@ -74,7 +74,6 @@ class Arrival:
 
     count: int
     distinct: int
-    first_at: float
     last_at: float
 
 
@@ -110,7 +109,6 @@ def _serve_fake(directory: str, core: int | None, channel: Connection) -> None:
                         Arrival(
                             len(records),
                             len({record.token for record in records}),
-                            min((r.received_at for r in records), default=math.nan),
                             max((r.received_at for r in records), default=math.nan),
                         )
                     )

@@ -62,7 +62,8 @@ class Setting:
         raw = (env.get(self.name) or "").strip()
         if not raw:
             return self.default
-        return _READERS[self.kind](self.name, raw)
+        # A malformed value is a ConfigError that names the variable and says what it is for.
+        return _READERS[self.kind](f"{self.name} ({self.help})", raw)
 
 
 SETTINGS: tuple[Setting, ...] = (

@@ -75,7 +75,6 @@ def create_app(services: Services) -> bottle.Bottle:
 
     app.error_handler.update({404: not_found, 405: method_not_allowed, 500: server_error})
     app.default_error_handler = other_error
-    app.config["chinwag.services"] = services
     return app
 
 
@@ -91,8 +90,3 @@ def server_options(settings: Settings) -> dict[str, Any]:
     if settings.trusted_proxies:
         options["clear_untrusted_proxy_headers"] = False
     return options
-
-
-def services_of(app: Any) -> Services:
-    services: Services = app.config["chinwag.services"]
-    return services
