@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from tests.support.network import free_port
 
 from bench.live_client import LoadClientProcess, raise_open_files
 from bench.support import (
@@ -50,7 +51,6 @@ from bench.support import (
     Child,
     base_env,
     cpu_seconds,
-    free_port,
     machine,
     percentile,
     python_argv,

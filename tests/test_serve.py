@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.reliability.support import free_port
+from tests.support.network import free_port
 from tests.support.processes import ChinwagProcess, wait_until
 
 from chinwag.fakes.suite import RunningFakes

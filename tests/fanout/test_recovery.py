@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.conftest import Workers, apns_received, big_group
-from tests.reliability.support import insert_devices, write_figures
+from tests.reliability.support import write_figures
 from tests.support.processes import ChinwagProcess, delivery_statuses, wait_until
+from tests.support.seed import add_devices
 
 from chinwag.config import Settings
 from chinwag.fakes.faults import FaultPlan
@@ -169,7 +170,7 @@ def test_slow_sends_keep_their_claims_and_are_never_sent_twice(
     sender, chat_id, tokens = big_group(web_api, db, 20)
     member_id = web_api.user("reader").get("/v1/me").json()["id"]
     addresses = [f"reader{n}@example.com" for n in range(16)]
-    insert_devices(db, member_id, "email", addresses)
+    add_devices(db, member_id, "email", addresses)
     added = sender.post(f"/v1/chats/{chat_id}/members", json={"username": "reader"})
     assert added.status_code in (200, 201), added.text
     for _ in range(2):
