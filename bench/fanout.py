@@ -82,8 +82,7 @@ def run_chinwag(
         workdir / system,
         f"sqlite:///{workdir / system / 'chinwag.db'}",
         f"sqlite:///{workdir / system / 'queue.db'}",
-        fakes.env(),
-        **extra_env,
+        {**fakes.env(), **extra_env},  # the settings of this run, beside the fakes'
     )
     try:
         groups = {size: stack.group(size) for size in plan.sizes}

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 
+import httpx
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.recording import RecordingDispatcher
@@ -22,10 +23,12 @@ def _hex(n: int) -> str:
     return f"{n:064x}"
 
 
-def _setup_group(api: Api, members: int, devices_each: int) -> tuple[object, int, list[object]]:
+def _setup_group(
+    api: Api, members: int, devices_each: int
+) -> tuple[httpx.Client, int, list[httpx.Client]]:
     sender = api.user("sender")
     sender.post("/v1/devices", json={"platform": "apns", "token": _hex(999_999)})
-    clients = []
+    clients: list[httpx.Client] = []
     for i in range(members):
         client = api.user(f"m{i}")
         for d in range(devices_each):

@@ -135,7 +135,11 @@ def test_running_worker_takes_over_a_sigkilled_peers_claims_within_seconds(
     sender, chat_id, tokens = _start_slow_fanout(web_api, db, fakes)
     running = [workers.start(**DEFAULTS), workers.start(**DEFAULTS)]
     for process in running:
-        wait_until(lambda p=process: "started" in p.output(), 30, "the worker to start")
+
+        def started(p: ChinwagProcess = process) -> bool:
+            return "started" in p.output()
+
+        wait_until(started, 30, "the worker to start")
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "all hands"})
     held = _kill_mid_fanout(running, db, fakes, tokens)
     killed = time.monotonic()
