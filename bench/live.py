@@ -1,4 +1,4 @@
-"""The live gateway under 10,000 connections: ``python -m bench.live`` (issue 12).
+"""The live gateway under 10,000 connections: ``python -m bench.live``.
 
 One ``chinwag live`` process on SQLite (the gateway and the web tier on one port, as users run
 it) is what is measured; the connections come from a load client in another process

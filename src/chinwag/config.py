@@ -1,9 +1,9 @@
 """Settings, read once from the environment (and an optional TOML file for several apps).
 
-The environment variables are part of the public contract (see DESIGN.md); a config file named by
-``CHINWAG_CONFIG`` may add more, chiefly one ``[apps.<name>]`` table per mobile app so that one
-chinwag serves several APNs topics / FCM projects. The single-app variables keep working: they
-define the app named ``default``.
+The environment variables are part of the public contract (docs/operations.md lists them); a
+config file named by ``CHINWAG_CONFIG`` may add more, chiefly one ``[apps.<name>]`` table per
+mobile app so that one chinwag serves several APNs topics / FCM projects. The single-app
+variables keep working: they define the app named ``default``.
 
 Every variable is declared once, in ``SETTINGS``: its name, how its text is read, its default and
 what it means. ``Settings`` takes its defaults from there, and ``tests/test_config.py`` holds
