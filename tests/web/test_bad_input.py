@@ -12,12 +12,13 @@ import pytest
 from tests.conftest import Api
 from tests.web.support import assert_error, chat_of, row_counts
 
+from chinwag.config import default
 from chinwag.store.database import Database
 from chinwag.web.api import Route
 from chinwag.web.app import declared_api
 
 BODY_ROUTES = [route for route in declared_api().routes if route.body is not None]
-LIMIT = 64 * 1024  # Settings.max_body_bytes default
+LIMIT: int = default("CHINWAG_MAX_BODY_BYTES")
 
 
 @dataclass
