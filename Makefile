@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 # Test processes: most tests wait on sockets and child processes, not on the CPU, so more
-# processes than cores shortens the run (measured in the note of issue 11).
+# processes than cores shortens the run.
 TEST_WORKERS ?= 4
 
 .PHONY: serve test check install install-dev fakes bench bench-quick screenshots clean

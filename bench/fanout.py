@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.network import free_port
 
 from bench.baselines.original import add_devices
 from bench.stack import ChinwagStack
@@ -24,7 +25,6 @@ from bench.support import (
     FakeApnsProcess,
     base_env,
     device_token,
-    free_port,
     percentile,
     python_argv,
     say,
@@ -82,8 +82,7 @@ def run_chinwag(
         workdir / system,
         f"sqlite:///{workdir / system / 'chinwag.db'}",
         f"sqlite:///{workdir / system / 'queue.db'}",
-        fakes.env(),
-        **extra_env,
+        {**fakes.env(), **extra_env},  # the settings of this run, beside the fakes'
     )
     try:
         groups = {size: stack.group(size) for size in plan.sizes}

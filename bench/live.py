@@ -1,4 +1,4 @@
-"""The live gateway under 10,000 connections: ``python -m bench.live`` (issue 12).
+"""The live gateway under 10,000 connections: ``python -m bench.live``.
 
 One ``chinwag live`` process on SQLite (the gateway and the web tier on one port, as users run
 it) is what is measured; the connections come from a load client in another process
@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import re
-import secrets
 import tempfile
 import threading
 import time
@@ -42,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
+from tests.support.network import free_port
+from tests.support.seed import add_api_tokens, add_chat, add_members, add_users
 
 from bench.live_client import LoadClientProcess, raise_open_files
 from bench.support import (
@@ -50,17 +50,14 @@ from bench.support import (
     Child,
     base_env,
     cpu_seconds,
-    free_port,
     machine,
     percentile,
     python_argv,
     say,
     wait_for_http,
 )
-from chinwag.chat.accounts import TOKEN_PREFIX, token_digest
 from chinwag.store.database import Database
 from chinwag.store.migrate import upgrade
-from chinwag.store.schema import api_tokens, chats, memberships, users
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPEN_FILES = 65_536
@@ -138,55 +135,16 @@ def seed(db: Database, count: int) -> Seeded:
     """``count`` users with a token each and a chat of all of them; a bystander and their chat.
 
     Users cannot sign in (no password hash: argon2 x 1,000 would take minutes); their tokens are
-    random and stored as the product stores them, as ``token_digest``.
+    random and stored as the product stores them (tests/support/seed.py).
     """
-    now = time.time()
-    tokens = [TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in range(count + 1)]
-    with db.write() as conn:
-        first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(users.c.id), 0))).scalar_one()
-        ids = [first + 1 + i for i in range(count + 1)]  # the last one is the bystander
-        conn.execute(
-            users.insert(),
-            [
-                {
-                    "id": user_id,
-                    "username": f"live{i}",
-                    "display_name": f"Live {i}",
-                    "password_hash": "-",
-                    "created_at": now,
-                }
-                for i, user_id in enumerate(ids)
-            ],
-        )
-        conn.execute(
-            api_tokens.insert(),
-            [
-                {"user_id": user_id, "token_hash": token_digest(token), "created_at": now}
-                for user_id, token in zip(ids, tokens, strict=True)
-            ],
-        )
-        big = conn.execute(
-            chats.insert()
-            .returning(chats.c.id)
-            .values(title=f"All {count}", created_by=ids[0], created_at=now)
-        ).scalar_one()
-        small = conn.execute(
-            chats.insert()
-            .returning(chats.c.id)
-            .values(title="Two", created_by=ids[0], created_at=now)
-        ).scalar_one()
-        conn.execute(
-            memberships.insert(),
-            [{"chat_id": big, "user_id": user_id, "joined_at": now} for user_id in ids[:count]]
-            + [{"chat_id": small, "user_id": ids[count], "joined_at": now}],
-        )
-        if db.is_postgres:  # explicit ids bypass the sequence
-            conn.execute(
-                sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :top)"),
-                {"top": ids[-1]},
-            )
+    ids = add_users(db, [f"live{i}" for i in range(count + 1)])  # the last one is the bystander
+    tokens = add_api_tokens(db, ids)
+    big = add_chat(db, f"All {count}", ids[0])
+    add_members(db, big, ids[:count])
+    small = add_chat(db, "Two", ids[0])
+    add_members(db, small, ids[count:])
     pairs = list(zip(ids, tokens, strict=True))
-    return Seeded(pairs[:count], int(big), int(small), tokens[count])
+    return Seeded(pairs[:count], big, small, tokens[count])
 
 
 # -- the gateway process --------------------------------------------------------------------

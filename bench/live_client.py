@@ -232,14 +232,6 @@ class LoadClient:
             "open_now": self.open_count(),
         }
 
-    async def send_at_rate(self, token: str, chat_id: int, count: int, spacing: float) -> int:
-        """``count`` sends, one every ``spacing`` seconds (the message rate of a reads interval)."""
-        for i in range(count):
-            due = time.perf_counter() + spacing
-            await self._post(token, chat_id, f"rate {i}")
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        return count
-
     async def latency(
         self, token: str, chat_id: int, messages: int, spacing: float, first: int, settle: float
     ) -> dict[str, Any]:

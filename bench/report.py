@@ -327,7 +327,7 @@ def write_report(results: dict[str, Any]) -> Path:
     return path
 
 
-# The live gateway (issue 12)
+# The live gateway
 
 LIVE_NOTES = PROFILE_NOTES.with_name("live-notes.md")
 

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import httpx
+from tests.support.network import free_port
 
 from bench.support import (
     Child,
     add_members_with_devices,
     base_env,
-    free_port,
     python_argv,
     wait_for_http,
 )

@@ -13,22 +13,20 @@ import math
 import multiprocessing
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
+from tests.support.seed import add_devices_of, add_members, add_users
 
 from chinwag.config import ApnsSettings
 from chinwag.store.database import Database
-from chinwag.store.schema import devices, memberships, users
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTED = time.monotonic()
@@ -46,12 +44,6 @@ def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(share * len(ordered)))
     return ordered[rank - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def device_token(group: int, index: int) -> str:
@@ -74,7 +66,6 @@ class Arrival:
 
     count: int
     distinct: int
-    first_at: float
     last_at: float
 
 
@@ -110,7 +101,6 @@ def _serve_fake(directory: str, core: int | None, channel: Connection) -> None:
                         Arrival(
                             len(records),
                             len({record.token for record in records}),
-                            min((r.received_at for r in records), default=math.nan),
                             max((r.received_at for r in records), default=math.nan),
                         )
                     )
@@ -277,53 +267,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def add_members_with_devices(db: Database, chat_id: int, group: int, size: int) -> None:
-    """``size`` members in the chat, one APNs device each, written straight into the store."""
-    now = time.time()
-    with db.write() as conn:
-        first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(users.c.id), 0))).scalar_one()
-        user_rows = [
-            {
-                "id": first + 1 + i,
-                "username": f"g{group}m{i}",
-                "display_name": f"Member {i}",
-                "password_hash": "-",  # cannot sign in; these members only own devices
-                "created_at": now,
-            }
-            for i in range(size)
-        ]
-        for batch in _batches(user_rows):
-            conn.execute(users.insert(), batch)
-        member_rows = [
-            {"chat_id": chat_id, "user_id": row["id"], "joined_at": now} for row in user_rows
-        ]
-        for batch in _batches(member_rows):
-            conn.execute(memberships.insert(), batch)
-        device_rows = [
-            {
-                "user_id": row["id"],
-                "platform": "apns",
-                "app": "default",
-                "token": device_token(group, i),
-                "token_hash": device_token(group, i),
-                "active": True,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for i, row in enumerate(user_rows)
-        ]
-        for batch in _batches(device_rows):
-            conn.execute(devices.insert(), batch)
-        if db.is_postgres:
-            # Explicit ids bypass the sequence; move it past them so later API sign-ups work.
-            conn.execute(
-                sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :top)"),
-                {"top": first + size},
-            )
-
-
-def _batches(rows: list[dict[str, Any]], size: int = 1000) -> Iterable[list[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+    """``size`` members in the chat, one APNs device each, written straight into the store as
+    the product would write them (tests/support/seed.py); the members cannot sign in."""
+    user_ids = add_users(db, [f"g{group}m{i}" for i in range(size)])
+    add_members(db, chat_id, user_ids)
+    owned = [(user_id, device_token(group, i)) for i, user_id in enumerate(user_ids)]
+    add_devices_of(db, owned, "apns")
 
 
 # The machine

@@ -155,7 +155,7 @@ def run(fakes: FakeApnsProcess, workdir: Path, size: int, repeats: int) -> dict[
         stack.stop()
 
     def median(runs: list[dict[str, Any]]) -> float:
-        return statistics.median(run["per_second"] for run in runs)
+        return statistics.median(float(run["per_second"]) for run in runs)
 
     return {
         "size": size,

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psycopg
@@ -138,12 +138,16 @@ class LiveServer:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.server = create_server(
-            create_app(services),
-            host="127.0.0.1",
-            port=0,
-            threads=8,
-            **server_options(services.settings),
+        # Any: types-waitress lacks effective_port and _map, and types the trigger as an int.
+        self.server = cast(
+            Any,
+            create_server(
+                create_app(services),
+                host="127.0.0.1",
+                port=0,
+                threads=8,
+                **server_options(services.settings),
+            ),
         )
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.reliability.support import free_port
+from tests.support.network import free_port
 from tests.support.processes import ChinwagProcess, wait_until
 
 from chinwag.fakes.suite import RunningFakes
@@ -113,7 +113,7 @@ def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
 
             def delivered() -> bool:
                 page = client.get(f"/v1/messages/{sent['id']}/deliveries", headers=alice).json()
-                return page["summary"] == {"delivered": 1}
+                return bool(page["summary"] == {"delivered": 1})
 
             wait_until(delivered, 30, f"{body!r} delivered")
 

@@ -4,7 +4,6 @@ dies right after its response (max-requests 1), and every notification is still 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.network import free_port
 from tests.support.processes import ChinwagProcess, chinwag_env, wait_until
 
 from chinwag.fakes.suite import RunningFakes
@@ -20,12 +20,6 @@ pytestmark = pytest.mark.slow
 
 
 SENDS = 5  # each a worker process started and retired: the web server's import dominates
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _server_command(kind: str, port: int) -> list[str]:
@@ -94,7 +88,7 @@ def test_max_requests_one_loses_no_notification(
     subprocess.run(
         [sys.executable, "-m", "chinwag", "migrate"], env=env, check=True, capture_output=True
     )
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
     web = subprocess.Popen(
         _server_command(server_kind, port),

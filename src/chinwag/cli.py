@@ -7,25 +7,15 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 from chinwag import __version__
-from chinwag.config import ConfigError, Settings
+from chinwag.config import SETTING, ConfigError, Settings
+from chinwag.supervisor import Supervisor, stop_with_supervisor
 
 log = logging.getLogger("chinwag")
-
-# `chinwag serve` hands each child the read end of a pipe whose write end only it holds. However
-# the supervisor dies (SIGKILL included), the kernel closes that end, the child reads EOF and
-# stops as on SIGTERM. Unlike PR_SET_PDEATHSIG it works beyond Linux, and it is not tied to the
-# thread that started the child.
-SUPERVISOR_FD_ENV = "CHINWAG_SUPERVISOR_FD"
-# A child whose supervisor died gets this long to stop gracefully (a worker finishes in-flight
-# sends within its 10 s grace) before it exits regardless.
-ORPHAN_GRACE_SECONDS = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(json_lines=False, level="WARNING")
         return run_demo(Settings.from_env(), arguments[1:])
     args = _parser().parse_args(arguments)
-    _stop_with_supervisor()
+    stop_with_supervisor()
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -67,32 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return command(settings, args)
 
 
-def _stop_with_supervisor() -> None:
-    """In a child of `chinwag serve`: stop when the supervisor is gone (see SUPERVISOR_FD_ENV)."""
-    raw = os.environ.pop(SUPERVISOR_FD_ENV, None)
-    if not raw or not raw.isdigit():
-        return
-    fd = int(raw)
-
-    def watch() -> None:
-        try:
-            while os.read(fd, 1):  # nothing is ever written: this returns b"" at EOF
-                pass
-        except OSError:
-            pass
-        log.warning("the supervisor is gone; stopping")
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(ORPHAN_GRACE_SECONDS)
-        log.error("still running %.0fs after the supervisor died; exiting", ORPHAN_GRACE_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="supervisor-lifeline", daemon=True).start()
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chinwag", description="Group chat with push that lands.")
     parser.add_argument("--version", action="version", version=f"chinwag {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("CHINWAG_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=SETTING["CHINWAG_LOG_LEVEL"].read(os.environ))
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="web + worker + SQLite in this directory, one command")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -252,72 +220,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         flush=True,
     )
     return supervisor.run()
-
-
-class Supervisor:
-    """Keeps child processes running: a child that dies is restarted, with a growing pause.
-    The children stop when the supervisor dies, even by SIGKILL (see SUPERVISOR_FD_ENV)."""
-
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str], log_level: str) -> None:
-        self.commands = commands
-        self.env = env
-        self.log_level = log_level
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.restarts: dict[str, int] = dict.fromkeys(commands, 0)
-        self._stop = threading.Event()
-        # Both ends are not inheritable: only the read end is passed, to our children alone.
-        self._lifeline: tuple[int, int] | None = os.pipe() if os.name == "posix" else None
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def _start(self, name: str) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "chinwag",
-            "--log-level",
-            self.log_level,
-            *self.commands[name],
-        ]
-        if self._lifeline is None:
-            self.children[name] = subprocess.Popen(argv, env=self.env)  # noqa: S603 -- our argv
-            return
-        read_end = self._lifeline[0]
-        self.children[name] = subprocess.Popen(  # noqa: S603 -- our own argv
-            argv, env={**self.env, SUPERVISOR_FD_ENV: str(read_end)}, pass_fds=(read_end,)
-        )
-
-    def run(self) -> int:
-        for name in self.commands:
-            self._start(name)
-        next_start: dict[str, float] = {}
-        while not self._stop.wait(0.2):
-            for name, child in list(self.children.items()):
-                code = child.poll()
-                if code is None:
-                    continue
-                if name not in next_start:
-                    self.restarts[name] += 1
-                    pause = min(30.0, 0.5 * 2 ** min(self.restarts[name], 6))
-                    log.warning("%s exited with %s; restarting in %.1fs", name, code, pause)
-                    next_start[name] = time.monotonic() + pause
-                elif time.monotonic() >= next_start[name]:
-                    del next_start[name]
-                    self._start(name)
-        return self._terminate()
-
-    def _terminate(self) -> int:
-        for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for child in self.children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        return 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Settings, read once from the environment (and an optional TOML file for several apps).
 
-The environment variables are part of the public contract (see DESIGN.md); a config file named by
-``CHINWAG_CONFIG`` may add more, chiefly one ``[apps.<name>]`` table per mobile app so that one
-chinwag serves several APNs topics / FCM projects. The single-app variables keep working: they
-define the app named ``default``.
+The environment variables are part of the public contract (docs/operations.md lists them); a
+config file named by ``CHINWAG_CONFIG`` may add more, chiefly one ``[apps.<name>]`` table per
+mobile app so that one chinwag serves several APNs topics / FCM projects. The single-app
+variables keep working: they define the app named ``default``.
+
+Every variable is declared once, in ``SETTINGS``: its name, how its text is read, its default and
+what it means. ``Settings`` takes its defaults from there, and ``tests/test_config.py`` holds
+docs/operations.md to the same table.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_APP = "default"
 
@@ -23,19 +27,247 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
 
+Kind = Literal["text", "int", "number", "bool", "list", "networks", "path"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable of the contract."""
+
+    name: str  # CHINWAG_*
+    kind: Kind
+    default: Any
+    help: str
+    # The attribute of Settings it fills ("push.x": of PushSettings); None when it is read by
+    # its own code (the provider groups, CHINWAG_CONFIG, the log settings).
+    field: str | None = None
+    # The default in words, where it is not a value (computed, or the absence of one).
+    shown: str | None = None
+
+    @property
+    def documented_default(self) -> str:
+        """The default as docs/operations.md writes it."""
+        if self.shown is not None:
+            return self.shown
+        if self.default is None:
+            return "—"
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))
+        return str(self.default)
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The value in ``env``, or the default when the variable is unset or empty."""
+        raw = (env.get(self.name) or "").strip()
+        if not raw:
+            return self.default
+        # A malformed value is a ConfigError that names the variable and says what it is for.
+        return _READERS[self.kind](f"{self.name} ({self.help})", raw)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "CHINWAG_DATABASE_URL",
+        "text",
+        "sqlite:///chinwag.db",
+        "SQLAlchemy URL (`sqlite:///…`, `postgresql://…`)",
+        "database_url",
+    ),
+    Setting(
+        "CHINWAG_QUEUE_URL",
+        "text",
+        None,
+        "`sqlite:///…`, `redis://…`, `postgresql://…`",
+        "queue_url",
+        shown="SQLite file beside the database",
+    ),
+    Setting("CHINWAG_HOST", "text", "127.0.0.1", "web listen address", "host"),
+    Setting("CHINWAG_PORT", "int", 8080, "web listen port", "port"),
+    Setting("CHINWAG_APNS_KEY_FILE", "path", None, "APNs token auth: the .p8 key"),
+    Setting("CHINWAG_APNS_KEY_ID", "text", None, "APNs token auth: the key id"),
+    Setting("CHINWAG_APNS_TEAM_ID", "text", None, "APNs token auth: the team id"),
+    Setting("CHINWAG_APNS_TOPIC", "text", None, "APNs token auth: the bundle id"),
+    Setting("CHINWAG_APNS_URL", "text", "https://api.push.apple.com", "APNs base URL"),
+    Setting("CHINWAG_FCM_CREDENTIALS", "path", None, "Google service-account JSON file"),
+    Setting("CHINWAG_FCM_URL", "text", "https://fcm.googleapis.com", "FCM base URL"),
+    Setting("CHINWAG_VAPID_PRIVATE_KEY", "path", None, "Web Push VAPID key (PEM file)"),
+    Setting("CHINWAG_VAPID_SUBJECT", "text", None, "Web Push VAPID `mailto:` subject"),
+    Setting("CHINWAG_SMTP_URL", "text", None, "`smtp://user:pass@host:port` or `smtps://`"),
+    Setting("CHINWAG_EMAIL_FROM", "text", None, "sender of notification emails"),
+    Setting(
+        "CHINWAG_WEBHOOK_SECRET",
+        "text",
+        None,
+        "HMAC-SHA256 key of the `X-Chinwag-Signature` header",
+        "push.webhook_secret",
+    ),
+    Setting(
+        "CHINWAG_CA_FILE", "path", None, "extra CA bundle for provider connections", "push.ca_file"
+    ),
+    Setting(
+        "CHINWAG_ALLOW_PRIVATE_ENDPOINTS",
+        "list",
+        (),
+        "hosts or CIDRs webhook and Web Push endpoints may reach although private",
+        "push.allow_private_endpoints",
+        shown="none",
+    ),
+    Setting("CHINWAG_CONFIG", "path", None, "TOML file with `[apps.<name>]` tables"),
+    # HTTP/2 multiplexes the requests over few connections (APNs allows 1,000 streams per
+    # connection; the APNs sender keeps two). At 200 ms a provider round trip, 500 capped a
+    # worker at 2,500/s; with 2,000, 10,000 devices are notified in under 5 s (docs/benchmarks.md).
+    Setting(
+        "CHINWAG_MAX_IN_FLIGHT",
+        "int",
+        2000,
+        "sends in flight per provider in each worker process",
+        "push.max_in_flight",
+    ),
+    Setting(
+        "CHINWAG_DELIVERY_MAX_ATTEMPTS",
+        "int",
+        8,
+        "attempts before a delivery is `failed`",
+        "delivery_max_attempts",
+    ),
+    Setting("CHINWAG_RETRY_BASE_SECONDS", "number", 2.0, "first retry delay", "retry_base_seconds"),
+    Setting(
+        "CHINWAG_LEASE_SECONDS",
+        "number",
+        10.0,
+        "how long a claim lasts unless its worker renews it",
+        "lease_seconds",
+    ),
+    Setting(
+        "CHINWAG_SWEEP_INTERVAL",
+        "number",
+        5.0,
+        "seconds between sweeps when no doorbell rings",
+        "sweep_interval_seconds",
+    ),
+    Setting(
+        "CHINWAG_EMAIL_DIGEST_SECONDS",
+        "number",
+        180.0,
+        "at most one email per device and chat this often",
+        "email_digest_seconds",
+    ),
+    Setting("CHINWAG_MAX_BODY_BYTES", "int", 64 * 1024, "largest request body", "max_body_bytes"),
+    Setting(
+        "CHINWAG_STREAMS_PER_USER",
+        "int",
+        20,
+        "live connections per user per gateway process",
+        "streams_per_user",
+    ),
+    Setting(
+        "CHINWAG_STREAM_HEARTBEAT_SECONDS",
+        "number",
+        25.0,
+        "heartbeat on idle live connections",
+        "stream_heartbeat_seconds",
+    ),
+    Setting(
+        "CHINWAG_STREAM_QUEUE_SIZE",
+        "int",
+        1000,
+        "events queued for one live connection before it is dropped",
+        "stream_queue_size",
+    ),
+    Setting(
+        "CHINWAG_RATE_SIGNIN_PER_MINUTE",
+        "int",
+        10,
+        "sign-ins per account (and address) per minute",
+        "rate_signin_per_account",
+    ),
+    Setting(
+        "CHINWAG_RATE_SIGNIN_PER_ADDRESS_PER_MINUTE",
+        "int",
+        100,
+        "sign-ins per client address per minute",
+        "rate_signin_per_address",
+    ),
+    Setting(
+        "CHINWAG_RATE_SENDS_PER_MINUTE",
+        "int",
+        300,
+        "messages sent per user per minute",
+        "rate_sends_per_user",
+    ),
+    Setting(
+        "CHINWAG_RATE_SIGNUP_PER_ADDRESS_PER_HOUR",
+        "int",
+        20,
+        "sign-ups per client address per hour",
+        "rate_signup_per_address_per_hour",
+    ),
+    Setting(
+        "CHINWAG_TRUSTED_PROXIES",
+        "networks",
+        (),
+        "addresses or CIDRs of the reverse proxies whose X-Forwarded-For is believed",
+        "trusted_proxies",
+        shown="none: `X-Forwarded-For` is ignored",
+    ),
+    Setting(
+        "CHINWAG_MAX_DEVICES_PER_USER", "int", 50, "active devices per user", "max_devices_per_user"
+    ),
+    Setting(
+        "CHINWAG_VERIFY_EMAIL_DEVICES",
+        "bool",
+        True,
+        "a new email device gets nothing but a code until the code comes back",
+        "verify_email_devices",
+    ),
+    Setting(
+        "CHINWAG_TOKEN_IDLE_DAYS",
+        "number",
+        90.0,
+        "an API token unused this many days stops working",
+        "token_idle_days",
+    ),
+    Setting(
+        "CHINWAG_METRICS_TOKEN",
+        "text",
+        None,
+        "bearer token the web tier's /metrics wants",
+        "metrics_token",
+        shown="none: `/metrics` is public",
+    ),
+    Setting(
+        "CHINWAG_METRICS_PORT",
+        "int",
+        0,
+        "port of `chinwag worker`'s own /metrics",
+        "metrics_port",
+        shown="off",
+    ),
+    Setting("CHINWAG_LOG_FORMAT", "text", "text", "`json` for one JSON object per log line"),
+    Setting("CHINWAG_LOG_LEVEL", "text", "INFO", "log level"),
+)
+SETTING = {setting.name: setting for setting in SETTINGS}
+
+
+def default(name: str) -> Any:
+    """The declared default of one variable."""
+    return SETTING[name].default
+
+
 @dataclass(frozen=True)
 class ApnsSettings:
     key_file: Path
     key_id: str
     team_id: str
     topic: str
-    url: str = "https://api.push.apple.com"
+    url: str = default("CHINWAG_APNS_URL")
 
 
 @dataclass(frozen=True)
 class FcmSettings:
     credentials: Path
-    url: str = "https://fcm.googleapis.com"
+    url: str = default("CHINWAG_FCM_URL")
 
 
 @dataclass(frozen=True)
@@ -64,59 +296,44 @@ class PushSettings:
     apps: Mapping[str, AppSettings] = field(default_factory=dict)
     webpush: WebPushSettings | None = None
     smtp: SmtpSettings | None = None
-    webhook_secret: str | None = None
-    ca_file: Path | None = None
-    allow_private_endpoints: tuple[str, ...] = ()
-    # Upper bound of requests in flight per provider; HTTP/2 multiplexes them over few connections
-    # (APNs allows 1,000 streams per connection; the APNs sender keeps two). At 200 ms a
-    # provider round trip, 500 capped a worker at 2,500/s and left it idle between waves;
-    # with 2,000, 10,000 devices are notified in under 5 s (docs/benchmarks.md).
-    max_in_flight: int = 2000
+    webhook_secret: str | None = default("CHINWAG_WEBHOOK_SECRET")
+    ca_file: Path | None = field(default=default("CHINWAG_CA_FILE"))
+    allow_private_endpoints: tuple[str, ...] = default("CHINWAG_ALLOW_PRIVATE_ENDPOINTS")
+    max_in_flight: int = default("CHINWAG_MAX_IN_FLIGHT")
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///chinwag.db"
-    queue_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
+    """What the environment says, with each default from ``SETTINGS`` (the meanings are there)."""
+
+    database_url: str = default("CHINWAG_DATABASE_URL")
+    queue_url: str | None = default("CHINWAG_QUEUE_URL")
+    host: str = default("CHINWAG_HOST")
+    port: int = default("CHINWAG_PORT")
     push: PushSettings = field(default_factory=PushSettings)
-    max_body_bytes: int = 64 * 1024
-    max_message_chars: int = 4000
-    delivery_max_attempts: int = 8
-    retry_base_seconds: float = 2.0
-    email_digest_seconds: float = 180.0
-    # Claims last this long unless their worker renews them (every third of it): a dead
-    # worker's deliveries are taken over within about this long.
-    lease_seconds: float = 10.0
-    sweep_interval_seconds: float = 5.0
-    log_json: bool = False
-    # A comment line on idle SSE streams (a ping on WebSockets) this often: keeps proxies from
-    # closing them and lets the gateway notice a client that went away.
-    stream_heartbeat_seconds: float = 25.0
-    # Open live connections (SSE, WebSocket, waiting long polls) per user per gateway process.
-    streams_per_user: int = 20
-    # Events waiting to be written to one connection; a reader that falls this far behind is
-    # disconnected (it resumes from the database when it reconnects).
-    stream_queue_size: int = 1000
-    # One-minute windows (from a subject's first hit) shared by every web process through the
-    # database; 0 turns one off.
-    rate_signin_per_account: int = 10
-    rate_signin_per_address: int = 100
-    rate_sends_per_user: int = 300
-    # Where `chinwag worker` serves its own /metrics (push outcomes, in-flight); 0 = not served.
-    metrics_port: int = 0
-    # Sign-ups per client address per hour (0: off).
-    rate_signup_per_address_per_hour: int = 20
-    # Networks of reverse proxies whose X-Forwarded-For is believed (CIDRs or addresses).
-    trusted_proxies: tuple[str, ...] = ()
-    max_devices_per_user: int = 50
-    # A new email device gets a verification code and nothing else until the code comes back.
-    verify_email_devices: bool = True
-    # A token unused this many days stops working (0: never expires).
-    token_idle_days: float = 90.0
-    # When set, GET /metrics wants "Authorization: Bearer <this>".
-    metrics_token: str | None = None
+    max_body_bytes: int = default("CHINWAG_MAX_BODY_BYTES")
+    max_message_chars: int = 4000  # not a setting: the contract's limit
+    delivery_max_attempts: int = default("CHINWAG_DELIVERY_MAX_ATTEMPTS")
+    retry_base_seconds: float = default("CHINWAG_RETRY_BASE_SECONDS")
+    email_digest_seconds: float = default("CHINWAG_EMAIL_DIGEST_SECONDS")
+    lease_seconds: float = default("CHINWAG_LEASE_SECONDS")
+    sweep_interval_seconds: float = default("CHINWAG_SWEEP_INTERVAL")
+    log_json: bool = False  # CHINWAG_LOG_FORMAT=json
+    stream_heartbeat_seconds: float = default("CHINWAG_STREAM_HEARTBEAT_SECONDS")
+    streams_per_user: int = default("CHINWAG_STREAMS_PER_USER")
+    stream_queue_size: int = default("CHINWAG_STREAM_QUEUE_SIZE")
+    # Windows counted in the database (one minute; sign-ups one hour), shared by every web
+    # process; 0 turns one off.
+    rate_signin_per_account: int = default("CHINWAG_RATE_SIGNIN_PER_MINUTE")
+    rate_signin_per_address: int = default("CHINWAG_RATE_SIGNIN_PER_ADDRESS_PER_MINUTE")
+    rate_sends_per_user: int = default("CHINWAG_RATE_SENDS_PER_MINUTE")
+    rate_signup_per_address_per_hour: int = default("CHINWAG_RATE_SIGNUP_PER_ADDRESS_PER_HOUR")
+    metrics_port: int = default("CHINWAG_METRICS_PORT")
+    trusted_proxies: tuple[str, ...] = default("CHINWAG_TRUSTED_PROXIES")
+    max_devices_per_user: int = default("CHINWAG_MAX_DEVICES_PER_USER")
+    verify_email_devices: bool = default("CHINWAG_VERIFY_EMAIL_DEVICES")
+    token_idle_days: float = default("CHINWAG_TOKEN_IDLE_DAYS")
+    metrics_token: str | None = default("CHINWAG_METRICS_TOKEN")
 
     @property
     def effective_queue_url(self) -> str:
@@ -134,81 +351,47 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        file_values = _read_config_file(env.get("CHINWAG_CONFIG"))
-        apps = _apps_from(env, file_values.get("apps", {}))
+        values = {s.field: s.read(env) for s in SETTINGS if s.field}
+        push_values = {
+            name.removeprefix("push."): values.pop(name)
+            for name in list(values)
+            if name.startswith("push.")
+        }
+        file_values = _read_config_file(SETTING["CHINWAG_CONFIG"].read(env))
         push = PushSettings(
-            apps=apps,
+            apps=_apps_from(env, file_values.get("apps", {})),
             webpush=_webpush_from(env),
             smtp=_smtp_from(env),
-            webhook_secret=env.get("CHINWAG_WEBHOOK_SECRET") or None,
-            ca_file=_optional_path(env.get("CHINWAG_CA_FILE")),
-            allow_private_endpoints=_list(env.get("CHINWAG_ALLOW_PRIVATE_ENDPOINTS", "")),
-            max_in_flight=_int(env, "CHINWAG_MAX_IN_FLIGHT", PushSettings.max_in_flight),
+            **push_values,
         )
-        return cls(
-            database_url=env.get("CHINWAG_DATABASE_URL") or "sqlite:///chinwag.db",
-            queue_url=env.get("CHINWAG_QUEUE_URL") or None,
-            host=env.get("CHINWAG_HOST") or "127.0.0.1",
-            port=_int(env, "CHINWAG_PORT", 8080),
-            push=push,
-            max_body_bytes=_int(env, "CHINWAG_MAX_BODY_BYTES", 64 * 1024),
-            delivery_max_attempts=_int(env, "CHINWAG_DELIVERY_MAX_ATTEMPTS", 8),
-            retry_base_seconds=float(env.get("CHINWAG_RETRY_BASE_SECONDS") or 2.0),
-            email_digest_seconds=float(env.get("CHINWAG_EMAIL_DIGEST_SECONDS") or 180.0),
-            lease_seconds=float(env.get("CHINWAG_LEASE_SECONDS") or 10.0),
-            sweep_interval_seconds=float(env.get("CHINWAG_SWEEP_INTERVAL") or 5.0),
-            log_json=(env.get("CHINWAG_LOG_FORMAT") or "").lower() == "json",
-            rate_signin_per_account=_int(env, "CHINWAG_RATE_SIGNIN_PER_MINUTE", 10),
-            rate_signin_per_address=_int(env, "CHINWAG_RATE_SIGNIN_PER_ADDRESS_PER_MINUTE", 100),
-            rate_sends_per_user=_int(env, "CHINWAG_RATE_SENDS_PER_MINUTE", 300),
-            metrics_port=_int(env, "CHINWAG_METRICS_PORT", 0),
-            stream_heartbeat_seconds=float(env.get("CHINWAG_STREAM_HEARTBEAT_SECONDS") or 25.0),
-            streams_per_user=_int(env, "CHINWAG_STREAMS_PER_USER", 20),
-            stream_queue_size=_int(env, "CHINWAG_STREAM_QUEUE_SIZE", 1000),
-            rate_signup_per_address_per_hour=_int(
-                env, "CHINWAG_RATE_SIGNUP_PER_ADDRESS_PER_HOUR", 20
-            ),
-            trusted_proxies=_networks(env, "CHINWAG_TRUSTED_PROXIES"),
-            max_devices_per_user=_int(env, "CHINWAG_MAX_DEVICES_PER_USER", 50),
-            verify_email_devices=_bool(env, "CHINWAG_VERIFY_EMAIL_DEVICES", True),
-            token_idle_days=_float(env, "CHINWAG_TOKEN_IDLE_DAYS", 90.0),
-            metrics_token=env.get("CHINWAG_METRICS_TOKEN") or None,
-        )
+        log_json = SETTING["CHINWAG_LOG_FORMAT"].read(env).lower() == "json"
+        return cls(push=push, log_json=log_json, **values)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
+def _int(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
+def _number(name: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
+def _bool(name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
         return True
-    if raw in ("0", "false", "no", "off"):
+    if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    entries = _list(env.get(name, ""))
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    entries = _list(name, raw)
     for entry in entries:
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -217,15 +400,33 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return entries
 
 
-def _list(raw: str) -> tuple[str, ...]:
+def _list(_name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _optional_path(raw: str | None) -> Path | None:
-    return Path(raw) if raw else None
+def _text(_name: str, raw: str) -> str:
+    return raw
 
 
-def _read_config_file(path: str | None) -> dict[str, Any]:
+def _path(_name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+_READERS: dict[Kind, Callable[[str, str], Any]] = {
+    "text": _text,
+    "int": _int,
+    "number": _number,
+    "bool": _bool,
+    "list": _list,
+    "networks": _networks,
+    "path": _path,
+}
+
+
+_APNS_REQUIRED = ("key_file", "key_id", "team_id", "topic")
+
+
+def _read_config_file(path: Path | None) -> dict[str, Any]:
     if not path:
         return {}
     try:
@@ -239,25 +440,15 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
 
 def _apps_from(env: Mapping[str, str], file_apps: Mapping[str, Any]) -> dict[str, AppSettings]:
     apps: dict[str, AppSettings] = {}
-    default = AppSettings(
+    apns = {key: env.get(f"CHINWAG_APNS_{key.upper()}") for key in (*_APNS_REQUIRED, "url")}
+    fcm = {key: env.get(f"CHINWAG_FCM_{key.upper()}") for key in ("credentials", "url")}
+    single = AppSettings(
         name=DEFAULT_APP,
-        apns=_apns_from(
-            {
-                "key_file": env.get("CHINWAG_APNS_KEY_FILE"),
-                "key_id": env.get("CHINWAG_APNS_KEY_ID"),
-                "team_id": env.get("CHINWAG_APNS_TEAM_ID"),
-                "topic": env.get("CHINWAG_APNS_TOPIC"),
-                "url": env.get("CHINWAG_APNS_URL"),
-            },
-            "CHINWAG_APNS_*",
-        ),
-        fcm=_fcm_from(
-            {"credentials": env.get("CHINWAG_FCM_CREDENTIALS"), "url": env.get("CHINWAG_FCM_URL")},
-            "CHINWAG_FCM_*",
-        ),
+        apns=_apns_from(apns, "CHINWAG_APNS_*"),
+        fcm=_fcm_from(fcm, "CHINWAG_FCM_*"),
     )
-    if default.apns or default.fcm:
-        apps[DEFAULT_APP] = default
+    if single.apns or single.fcm:
+        apps[DEFAULT_APP] = single
     for name, table in file_apps.items():
         if not isinstance(table, Mapping):
             raise ConfigError(f"[apps.{name}] must be a table")
@@ -270,7 +461,7 @@ def _apps_from(env: Mapping[str, str], file_apps: Mapping[str, Any]) -> dict[str
 
 
 def _apns_from(values: Mapping[str, Any], where: str) -> ApnsSettings | None:
-    required = ("key_file", "key_id", "team_id", "topic")
+    required = _APNS_REQUIRED
     present = [key for key in required if values.get(key)]
     if not present:
         return None
@@ -282,7 +473,7 @@ def _apns_from(values: Mapping[str, Any], where: str) -> ApnsSettings | None:
         key_id=str(values["key_id"]),
         team_id=str(values["team_id"]),
         topic=str(values["topic"]),
-        url=str(values.get("url") or "https://api.push.apple.com"),
+        url=str(values.get("url") or default("CHINWAG_APNS_URL")),
     )
 
 
@@ -293,7 +484,7 @@ def _fcm_from(values: Mapping[str, Any], where: str) -> FcmSettings | None:
         return None
     return FcmSettings(
         credentials=Path(values["credentials"]),
-        url=str(values.get("url") or "https://fcm.googleapis.com"),
+        url=str(values.get("url") or default("CHINWAG_FCM_URL")),
     )
 
 

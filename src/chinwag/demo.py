@@ -135,7 +135,7 @@ def run_demo(settings: Settings, argv: Sequence[str]) -> int:
 
 def _run_demo_in(args: argparse.Namespace, settings: Settings, directory: Path, port: int) -> int:
     from chinwag.bootstrap import open_database
-    from chinwag.cli import Supervisor
+    from chinwag.supervisor import Supervisor
 
     url = f"http://{args.host}:{port}"
     database_url = f"sqlite:///{directory / 'chinwag.db'}"

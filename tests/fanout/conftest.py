@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.conftest import Api, LiveServer
-from tests.support.processes import ChinwagProcess, chinwag_env, insert_apns_devices
+from tests.support.processes import ChinwagProcess, chinwag_env
+from tests.support.seed import add_devices
 
 from chinwag.config import PushSettings, Settings
 from chinwag.fakes.suite import ALLOW_PRIVATE as ALLOW
@@ -81,6 +82,6 @@ def big_group(api: Api, db: Database, size: int) -> tuple[httpx.Client, int, lis
     member = api.user("member")
     member_id = member.get("/v1/me").json()["id"]
     tokens = [f"{i:064x}" for i in range(1, size + 1)]
-    insert_apns_devices(db, member_id, tokens)
+    add_devices(db, member_id, "apns", tokens)
     chat = sender.post("/v1/chats", json={"title": "Everyone", "members": ["member"]}).json()
     return sender, chat["id"], tokens

@@ -6,25 +6,29 @@ import asyncio
 import time
 from collections import Counter
 
+import httpx
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.recording import RecordingDispatcher
+from tests.support.seed import add_devices
 
 from chinwag.fanout import RetryPolicy, Worker, WorkerOptions
 from chinwag.fanout.outbox import claim_outbox, expand_batch
 from chinwag.push.model import DeviceTarget, Outcome, OutcomeKind
 from chinwag.store.database import Database
-from chinwag.store.schema import deliveries, devices
+from chinwag.store.schema import deliveries
 
 
 def _hex(n: int) -> str:
     return f"{n:064x}"
 
 
-def _setup_group(api: Api, members: int, devices_each: int) -> tuple[object, int, list[object]]:
+def _setup_group(
+    api: Api, members: int, devices_each: int
+) -> tuple[httpx.Client, int, list[httpx.Client]]:
     sender = api.user("sender")
     sender.post("/v1/devices", json={"platform": "apns", "token": _hex(999_999)})
-    clients = []
+    clients: list[httpx.Client] = []
     for i in range(members):
         client = api.user(f"m{i}")
         for d in range(devices_each):
@@ -158,24 +162,7 @@ def test_large_group_expands_in_batches(api: Api, db: Database) -> None:
     """2,000 devices expand in batches of 300 and each is sent exactly once."""
     sender, chat_id, clients = _setup_group(api, members=1, devices_each=0)
     member_id = clients[0].get("/v1/me").json()["id"]
-    now = time.time()
-    with db.write() as conn:
-        conn.execute(
-            devices.insert(),
-            [
-                {
-                    "user_id": member_id,
-                    "platform": "apns",
-                    "app": "default",
-                    "token": _hex(10_000 + i),
-                    "token_hash": _hex(10_000 + i),
-                    "active": True,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(2000)
-            ],
-        )
+    add_devices(db, member_id, "apns", [_hex(10_000 + i) for i in range(2000)])
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "big"})
     dispatcher = RecordingDispatcher()
     worker = Worker(db, dispatcher, WorkerOptions(expand_batch=300, claim_batch=250))

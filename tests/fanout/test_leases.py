@@ -9,8 +9,7 @@ import time
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.recording import RecordingDispatcher
-from tests.reliability.support import insert_devices
-from tests.support.processes import insert_apns_devices
+from tests.support.seed import add_devices
 
 from chinwag.fanout import Worker, WorkerOptions
 from chinwag.fanout.deliveries import claim_deliveries, next_due_at
@@ -24,9 +23,9 @@ def _expanded_message(api: Api, db: Database, apns: int, emails: int = 0) -> Non
     """One message to a member with ``apns`` APNs and ``emails`` email devices, expanded."""
     sender, member = api.user("sender"), api.user("member")
     member_id = member.get("/v1/me").json()["id"]
-    insert_apns_devices(db, member_id, [f"{i:064x}" for i in range(1, apns + 1)])
+    add_devices(db, member_id, "apns", [f"{i:064x}" for i in range(1, apns + 1)])
     if emails:
-        insert_devices(db, member_id, "email", [f"m{i}@example.com" for i in range(emails)])
+        add_devices(db, member_id, "email", [f"m{i}@example.com" for i in range(emails)])
     chat = sender.post("/v1/chats", json={"title": "T", "members": ["member"]}).json()
     sender.post(f"/v1/chats/{chat['id']}/messages", json={"body": "hi"})
     (claim,) = claim_outbox(db, "expander", time.time(), 10, 1)

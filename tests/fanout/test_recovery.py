@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.conftest import Workers, apns_received, big_group
-from tests.reliability.support import insert_devices, write_figures
+from tests.reliability.support import write_figures
 from tests.support.processes import ChinwagProcess, delivery_statuses, wait_until
+from tests.support.seed import add_devices
 
 from chinwag.config import Settings
 from chinwag.fakes.faults import FaultPlan
@@ -134,7 +135,11 @@ def test_running_worker_takes_over_a_sigkilled_peers_claims_within_seconds(
     sender, chat_id, tokens = _start_slow_fanout(web_api, db, fakes)
     running = [workers.start(**DEFAULTS), workers.start(**DEFAULTS)]
     for process in running:
-        wait_until(lambda p=process: "started" in p.output(), 30, "the worker to start")
+
+        def started(p: ChinwagProcess = process) -> bool:
+            return "started" in p.output()
+
+        wait_until(started, 30, "the worker to start")
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "all hands"})
     held = _kill_mid_fanout(running, db, fakes, tokens)
     killed = time.monotonic()
@@ -169,7 +174,7 @@ def test_slow_sends_keep_their_claims_and_are_never_sent_twice(
     sender, chat_id, tokens = big_group(web_api, db, 20)
     member_id = web_api.user("reader").get("/v1/me").json()["id"]
     addresses = [f"reader{n}@example.com" for n in range(16)]
-    insert_devices(db, member_id, "email", addresses)
+    add_devices(db, member_id, "email", addresses)
     added = sender.post(f"/v1/chats/{chat_id}/members", json={"username": "reader"})
     assert added.status_code in (200, 201), added.text
     for _ in range(2):

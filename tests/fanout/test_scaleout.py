@@ -19,9 +19,9 @@ from tests.support.processes import (
     ChinwagProcess,
     chinwag_env,
     delivery_statuses,
-    insert_apns_devices,
     wait_until,
 )
+from tests.support.seed import add_devices
 
 from chinwag.config import Settings
 from chinwag.fakes.faults import FaultPlan
@@ -57,7 +57,7 @@ def test_two_workers_share_one_large_fanout_without_duplicates(tmp_path: Path) -
         api = Api(live)
         sender, member = api.user("sender"), api.user("member")
         tokens = [f"{i:064x}" for i in range(1, 3001)]
-        insert_apns_devices(db, member.get("/v1/me").json()["id"], tokens)
+        add_devices(db, member.get("/v1/me").json()["id"], "apns", tokens)
         chat = sender.post("/v1/chats", json={"title": "All", "members": ["member"]}).json()
         env = chinwag_env(db.url, REDIS_URL, fakes.env(), CHINWAG_MAX_IN_FLIGHT="100")
         for n in range(2):

@@ -116,10 +116,6 @@ class SseReader:
         )
         return self.events
 
-    def wait_for_kind(self, kind: str, timeout: float = 15) -> SseEvent:
-        wait_until(lambda: kind in self.kinds(), timeout, f"a {kind} event in {self.kinds()}")
-        return next(event for event in self.events if event.kind == kind)
-
     def close(self) -> None:
         self.hang_up()
         self._thread.join(timeout=10)

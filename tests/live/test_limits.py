@@ -133,7 +133,7 @@ def test_bad_client_frames_get_error_frames_and_the_connection_lives_on(
             ("[" * 50_000, "bad_request"),  # too deep for the JSON parser
         ]
         for frame, code in cases:
-            ws.send(frame)  # type: ignore[arg-type]
+            ws.send(frame)
             answer = ws.next()
             assert answer["id"] is None and answer["kind"] == "error", answer
             assert answer["data"]["code"] == code, (frame, answer)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from tests.conftest import Api, LiveGateway
 from tests.live.support import chat, person, send, sse, websocket
-from tests.reliability.support import free_port
+from tests.support.network import free_port
 from tests.support.processes import wait_until
 
 from chinwag.live.hub import SAFETY_TAIL_SECONDS

@@ -1,12 +1,10 @@
 """Helpers for the reliability tests: web tiers as real processes, a client that rides out their
-deaths, recipients straight in the store, and the (message, device) pairs the fakes received."""
+deaths, and the (message, device) pairs the fakes received."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,19 +13,14 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from tests.support.network import free_port
 from tests.support.processes import ChinwagProcess, wait_until
 
 from chinwag.fakes.suite import FakeProviders
 from chinwag.store.database import Database
-from chinwag.store.schema import deliveries, devices
+from chinwag.store.schema import deliveries
 
 Pair = tuple[int, str]  # (message id, device token)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(base: str) -> bool:
@@ -64,26 +57,6 @@ def sign_in(base: str, username: str, password: str) -> str:
         signed_in = client.post("/v1/tokens", json={"username": username, "password": password})
         assert signed_in.status_code == 201, signed_in.text
         return str(signed_in.json()["token"])
-
-
-def insert_devices(db: Database, user_id: int, platform: str, tokens: Iterable[str]) -> None:
-    """Register devices straight in the store (registration itself is tested in tests/web)."""
-    now = time.time()
-    rows = [
-        {
-            "user_id": user_id,
-            "platform": platform,
-            "app": "default",
-            "token": token,
-            "token_hash": token,
-            "active": True,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for token in tokens
-    ]
-    with db.write() as conn:
-        conn.execute(devices.insert(), rows)
 
 
 def apns_tokens(prefix: int, count: int) -> list[str]:

@@ -22,12 +22,12 @@ from tests.reliability.support import (
     apns_tokens,
     delivery_rows,
     fcm_tokens,
-    insert_devices,
     received_pairs,
     sign_in,
     write_figures,
 )
 from tests.support.processes import ChinwagProcess, chinwag_env, wait_until
+from tests.support.seed import add_devices
 
 from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.suite import RunningFakes
@@ -187,8 +187,8 @@ def test_sigkilled_workers_and_web_processes_lose_no_notification(
         member_token = sign_in(base, f"member{m}", "chaos-password")
         me = httpx.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {member_token}"})
         apns, fcm = apns_tokens(m + 1, APNS_PER_MEMBER), fcm_tokens(f"m{m}", FCM_PER_MEMBER)
-        insert_devices(db, me.json()["id"], "apns", apns)
-        insert_devices(db, me.json()["id"], "fcm", fcm)
+        add_devices(db, me.json()["id"], "apns", apns)
+        add_devices(db, me.json()["id"], "fcm", fcm)
         tokens += [t.lower() for t in apns] + fcm
     chat = httpx.post(
         f"{base}/v1/chats",

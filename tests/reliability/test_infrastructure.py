@@ -32,12 +32,12 @@ from tests.reliability.support import (
     WebProcess,
     apns_tokens,
     delivery_rows,
-    insert_devices,
     received_pairs,
     sign_in,
     write_figures,
 )
 from tests.support.processes import ChinwagProcess, chinwag_env, wait_until
+from tests.support.seed import add_devices
 
 from chinwag.config import Settings
 from chinwag.fakes.suite import RunningFakes
@@ -156,7 +156,7 @@ def test_postgres_restart_mid_run_loses_nothing(tmp_path: Path, fakes: RunningFa
             f"{web.url}/v1/me", headers={"Authorization": f"Bearer {member}"}
         ).json()["id"]
         tokens = apns_tokens(7, 5)
-        insert_devices(db, member_id, "apns", tokens)
+        add_devices(db, member_id, "apns", tokens)
         chat = httpx.post(
             f"{web.url}/v1/chats",
             json={"title": "Outage", "members": ["member"]},
@@ -232,7 +232,7 @@ def test_redis_flushed_and_restarted_loses_no_fanout(tmp_path: Path, fakes: Runn
         api = Api(live)
         alice, bob = api.user("alice"), api.user("bob")
         tokens = apns_tokens(9, 3)
-        insert_devices(db, bob.get("/v1/me").json()["id"], "apns", tokens)
+        add_devices(db, bob.get("/v1/me").json()["id"], "apns", tokens)
         chat = alice.post("/v1/chats", json={"title": "Flush", "members": ["bob"]}).json()
 
         def send(n: int) -> tuple[int, float]:

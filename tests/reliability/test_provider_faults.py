@@ -24,11 +24,11 @@ from tests.reliability.support import (
     apns_tokens,
     delivery_rows,
     fcm_tokens,
-    insert_devices,
     received_pairs,
     write_figures,
 )
 from tests.support.processes import ChinwagProcess, chinwag_env, wait_until
+from tests.support.seed import add_devices
 
 from chinwag.config import Settings
 from chinwag.fakes.faults import KNOWN_FAULTS, FaultPlan
@@ -137,8 +137,8 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
 def _group(stage: Stage, apns: list[str], fcm: list[str]) -> tuple[httpx.Client, int]:
     sender, member = stage.api.user("sender"), stage.api.user("member")
     member_id = member.get("/v1/me").json()["id"]
-    insert_devices(stage.db, member_id, "apns", apns)
-    insert_devices(stage.db, member_id, "fcm", fcm)
+    add_devices(stage.db, member_id, "apns", apns)
+    add_devices(stage.db, member_id, "fcm", fcm)
     chat = sender.post("/v1/chats", json={"title": "Faulty", "members": ["member"]}).json()
     return sender, int(chat["id"])
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -66,7 +67,7 @@ def test_debug_logs_and_error_bodies_hold_no_secret(tmp_path: Path, fakes: Runni
         bodies.append(garbled.text)
         bob = {"Authorization": f"Bearer {tokens['bob']}"}
         alice = {"Authorization": f"Bearer {tokens['alice']}"}
-        registrations = [
+        registrations: list[dict[str, Any]] = [
             {"platform": "apns", "token": "5e" * 32},
             {"platform": "fcm", "token": "secret-flow-fcm-token"},
             {"platform": "webpush", "token": fakes.run(providers.webpush.new_subscription)},

@@ -68,9 +68,9 @@ def test_backup_while_writing_is_a_consistent_private_copy(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     copy = tmp_path / "copy.db"
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
-    with sqlite3.connect(copy) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        names = [row[0] for row in conn.execute("SELECT username FROM users ORDER BY id")]
+    with sqlite3.connect(copy) as copied:
+        assert copied.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        names = [row[0] for row in copied.execute("SELECT username FROM users ORDER BY id")]
     assert 200 <= len(names) <= written[0]
     assert names == [f"u{n}" for n in range(len(names))]  # a prefix: one instant's database
     with db.read() as conn:

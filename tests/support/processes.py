@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from chinwag.store.database import Database
-from chinwag.store.schema import devices
 
 # Retries and sweeps sooner than in production, so tests wait less. The lease is the default:
 # a live worker renews its claims, so a dead one's are taken over within seconds anyway.
@@ -83,28 +82,6 @@ def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(poll)
     return time.monotonic() - start
-
-
-def insert_apns_devices(db: Database, user_id: int, tokens: Iterable[str]) -> None:
-    """Register many devices straight in the store (the API path is tested elsewhere; argon2 and
-    HTTP round trips would make a 3,000-device group slow to build)."""
-    now = time.time()
-    rows = [
-        {
-            "user_id": user_id,
-            "platform": "apns",
-            "app": "default",
-            "token": token,
-            "token_hash": token,
-            "active": True,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for token in tokens
-    ]
-    with db.write() as conn:
-        for start in range(0, len(rows), 1000):
-            conn.execute(devices.insert(), rows[start : start + 1000])
 
 
 def delivery_statuses(db: Database, message_ids: list[int] | None = None) -> dict[str, int]:

@@ -48,7 +48,7 @@ def test_stats_agree_with_metrics_and_explain_failures(
 
 
 def test_stats_route_is_in_the_openapi_document(server: LiveServer) -> None:
-    """The operator route is declared on the shared registry, so clients can discover it."""
+    """The operator route is mounted by create_app and listed in /openapi.json for clients."""
     document = httpx.get(f"{server.url}/openapi.json").json()
     assert "get" in document["paths"]["/v1/admin/stats"]
 

@@ -12,12 +12,13 @@ import pytest
 from tests.conftest import Api
 from tests.web.support import assert_error, chat_of, row_counts
 
+from chinwag.config import default
 from chinwag.store.database import Database
 from chinwag.web.api import Route
-from chinwag.web.routes import api as declared
+from chinwag.web.app import declared_api
 
-BODY_ROUTES = [route for route in declared.routes if route.body is not None]
-LIMIT = 64 * 1024  # Settings.max_body_bytes default
+BODY_ROUTES = [route for route in declared_api().routes if route.body is not None]
+LIMIT: int = default("CHINWAG_MAX_BODY_BYTES")
 
 
 @dataclass
@@ -229,7 +230,7 @@ def test_wrong_content_type_is_415(setup: Setup) -> None:
 def test_unknown_and_out_of_range_ids_are_404(setup: Setup) -> None:
     """Ids that do not exist, are zero, negative or beyond 2^63 are 404 on every id route."""
     before = row_counts(setup.db)
-    id_routes = [route for route in declared.routes if route.path_params]
+    id_routes = [route for route in declared_api().routes if route.path_params]
     assert id_routes
     for route in id_routes:
         if route.body is not None and route.path not in VALID:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 from tests.conftest import Api, LiveServer
+from tests.support.network import free_port
 from tests.web.support import assert_error
 
 from chinwag.config import Settings
@@ -25,9 +25,7 @@ def test_healthz_names_the_database(api: Api, db: Database) -> None:
 @pytest.fixture
 def unreachable() -> Iterator[LiveServer]:
     # A port that was free a moment ago: connecting to it is refused at once.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     db = Database(f"postgresql://chinwag@127.0.0.1:{port}/nothing")
     live = LiveServer(Services(Settings(database_url=db.url), db))
     yield live

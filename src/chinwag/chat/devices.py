@@ -78,6 +78,16 @@ def normalize_token(
     return _https_url(token.strip(), allow_private, field="token")
 
 
+def token_hash(canonical: str) -> str:
+    """What the devices table keys a device by: the SHA-256 of its canonical token."""
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def device_scope(platform: Platform, user_id: int) -> int:
+    """0 for a token bound to an app install (it moves with the install); else the user's id."""
+    return 0 if platform in INSTALL_BOUND else user_id
+
+
 def register_device(
     db: Database,
     user: User,
@@ -119,8 +129,8 @@ class _Options:
 def _upsert_device(
     db: Database, user: User, platform: Platform, app: str, canonical: str, options: _Options
 ) -> Device:
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
-    scope = 0 if platform in INSTALL_BOUND else user.id
+    digest = token_hash(canonical)
+    scope = device_scope(platform, user.id)
     now = time.time()
     secret: str | None = None
     key = (devices.c.platform == platform.value) & (devices.c.app == app)

@@ -153,10 +153,6 @@ class FakeApns:
     def distinct_jwts(self) -> int:
         return len(self.jwts_seen)
 
-    def accepted_for(self, token: str) -> list[ApnsRecord]:
-        with self._lock:
-            return [record for record in self.accepted if record.token == token.lower()]
-
     # The protocol
 
     async def _handle(self, request: FakeRequest) -> FakeResponse:

@@ -64,7 +64,6 @@ class ServerStats:
     requests: int = 0
     faults_injected: Counter[str] = field(default_factory=Counter)
     connections_opened: int = 0
-    connections_open: int = 0
     goaways_sent: int = 0
     streams_in_flight: int = 0
     max_streams_in_flight: int = 0  # across all connections at once
@@ -149,12 +148,10 @@ class H2FakeServer:
     def _opened(self, connection: _H2Connection) -> None:
         self._connections.add(connection)
         self.stats.connections_opened += 1
-        self.stats.connections_open += 1
 
     def _closed(self, connection: _H2Connection) -> None:
         if connection in self._connections:
             self._connections.discard(connection)
-            self.stats.connections_open -= 1
 
     def _stream_opened(self, streams_on_connection: int) -> None:
         stats = self.stats

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,17 +92,3 @@ class Doorbell:
             return int(self.huey.pending_count())
         except Exception:
             return -1
-
-
-def wait_for_queue(queue_url: str, timeout: float = 10.0) -> None:
-    """Fail early with a clear message when the queue cannot be reached at start-up."""
-    deadline = time.monotonic() + timeout
-    huey = make_huey(queue_url)
-    while True:
-        try:
-            huey.pending_count()
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"queue {queue_url.split('@')[-1]} unreachable: {exc}") from exc
-            time.sleep(0.2)

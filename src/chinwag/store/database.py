@@ -23,10 +23,6 @@ from chinwag.files import create_private, sqlite_path
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached; the web tier answers 503 and the worker waits."""
-
-
 def normalize_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs and use psycopg 3 for them."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):

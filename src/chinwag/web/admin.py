@@ -3,7 +3,7 @@
 Outbox depth and age and deliveries by platform and status are ``read_figures`` — exactly what
 ``/metrics`` exports. Throughput over time, outcomes by reason and recent failures are read from
 the same delivery rows with their timestamps, so they survive restarts and agree across web
-processes. Importing this module declares the route on the shared ``api`` registry.
+processes. The route is declared on this module's ``api``; ``create_app`` mounts it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pydantic import BaseModel, Field
 
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, users
-from chinwag.web.api import HttpError, RequestContext
+from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.metrics import HTTP_SECONDS, read_figures
-from chinwag.web.routes import api
 
 THROUGHPUT_WINDOW_SECONDS = 600
 THROUGHPUT_STEP_SECONDS = 10
@@ -26,6 +25,8 @@ RECENT_FAILURES = 25
 OUTCOME_ROWS = 50
 # Statuses that mean "did not arrive (yet)" and carry the provider's reason in last_error.
 FAILURE_STATUSES = ("failed", "token_dead", "retrying")
+
+api = Api()  # the route below; create_app mounts it
 
 
 class OutboxStats(BaseModel):
@@ -39,7 +40,7 @@ class ThroughputPoint(BaseModel):
     failed: int = Field(description="Deliveries that ended failed or token_dead")
 
 
-class Outcome(BaseModel):
+class OutcomeCount(BaseModel):
     provider: str
     status: str
     reason: str | None
@@ -70,7 +71,9 @@ class AdminStats(BaseModel):
     deliveries_by_status: dict[str, int]
     step_seconds: int
     throughput: list[ThroughputPoint] = Field(description="Oldest first, one per step")
-    outcomes: list[Outcome] = Field(description="By provider, status and reason; largest first")
+    outcomes: list[OutcomeCount] = Field(
+        description="By provider, status and reason; largest first"
+    )
     recent_failures: list[RecentFailure]
     http: list[RouteLatency] = Field(description="Requests answered by this web process")
 
@@ -146,7 +149,7 @@ def _throughput(db: Database, now: float) -> list[ThroughputPoint]:
     ]
 
 
-def _outcomes(db: Database) -> list[Outcome]:
+def _outcomes(db: Database) -> list[OutcomeCount]:
     count = sa.func.count().label("n")
     query = (
         sa.select(deliveries.c.platform, deliveries.c.status, deliveries.c.last_error, count)
@@ -157,7 +160,7 @@ def _outcomes(db: Database) -> list[Outcome]:
     with db.read() as conn:
         rows = conn.execute(query).all()
     return [
-        Outcome(provider=platform, status=status, reason=reason, count=int(n))
+        OutcomeCount(provider=platform, status=status, reason=reason, count=int(n))
         for platform, status, reason, n in rows
     ]
 

@@ -1,4 +1,5 @@
-"""The WSGI application: routes from ``routes.api``, JSON errors for everything else."""
+"""The WSGI application: the routes every web module declares, put together here, and JSON
+errors for everything else."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from typing import Any
 import bottle
 
 from chinwag.config import Settings
-from chinwag.web import admin as _admin  # noqa: F401  -- declares /v1/admin/stats on `api`
-from chinwag.web import conversations as _conversations  # noqa: F401  -- declares its routes
-from chinwag.web.api import error_response
+from chinwag.web import admin, conversations, routes
+from chinwag.web.api import Api, error_response
 from chinwag.web.metrics import mount_metrics
 from chinwag.web.openapi import build_openapi
 from chinwag.web.pages import mount_pages
-from chinwag.web.routes import api
 from chinwag.web.services import Services
 
 log = logging.getLogger("chinwag.web")
@@ -23,7 +22,13 @@ log = logging.getLogger("chinwag.web")
 ERROR_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 416: "bad_range"}
 
 
+def declared_api() -> Api:
+    """Every JSON route of the API: the contract's, the conversations', the operator's."""
+    return Api([*routes.api.routes, *admin.api.routes, *conversations.api.routes])
+
+
 def create_app(services: Services) -> bottle.Bottle:
+    api = declared_api()
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     api.mount(app, services)
@@ -70,7 +75,6 @@ def create_app(services: Services) -> bottle.Bottle:
 
     app.error_handler.update({404: not_found, 405: method_not_allowed, 500: server_error})
     app.default_error_handler = other_error
-    app.config["chinwag.services"] = services
     return app
 
 
@@ -86,8 +90,3 @@ def server_options(settings: Settings) -> dict[str, Any]:
     if settings.trusted_proxies:
         options["clear_untrusted_proxy_headers"] = False
     return options
-
-
-def services_of(app: Any) -> Services:
-    services: Services = app.config["chinwag.services"]
-    return services

@@ -11,9 +11,10 @@ import bottle
 from pydantic import Field
 
 from chinwag.chat import conversations, events
-from chinwag.web.api import HttpError, RequestContext
-from chinwag.web.routes import api
+from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.schemas import QueryParams, RequestBody, Response
+
+api = Api()  # the routes below; create_app mounts them
 
 MAX_LONG_POLL_SECONDS = 30
 
@@ -152,8 +153,8 @@ def event_stream(ctx: RequestContext) -> EventPage:
     """What a plain WSGI deployment (gunicorn chinwag.wsgi:application) answers here.
 
     Holding a connection open would hold one of its threads, which is what the gateway exists to
-    avoid (issue 12), so streams and waiting long polls are refused with a pointer to it; a
-    catch-up read that waits for nothing (``wait=0``) is answered at once. ``chinwag serve``,
+    avoid, so streams and waiting long polls are refused with a pointer to it; a catch-up read
+    that waits for nothing (``wait=0``) is answered at once. ``chinwag serve``,
     ``chinwag live`` and ``chinwag.asgi:application`` answer this path from the gateway and never
     reach this function.
     """

@@ -38,9 +38,6 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-# Statuses after which a delivery row will not change again by itself.
-FINAL_STATUSES = ("delivered", "failed", "token_dead", "skipped")
-
 
 @dataclass(frozen=True)
 class Figures:

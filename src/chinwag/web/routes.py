@@ -18,7 +18,7 @@ from chinwag.web.api import Api, RequestContext
 
 log = logging.getLogger("chinwag.web")
 
-api = Api()
+api = Api()  # the routes below; create_app mounts them
 
 AUTH_ERRORS = (401, 422)
 CHAT_ERRORS = (401, 404, 422)

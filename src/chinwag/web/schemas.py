@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -246,6 +246,3 @@ class Health(Response):
     status: Literal["ok"]
     database: str
     version: str
-
-
-OpenApiDocument = dict[str, Any]
