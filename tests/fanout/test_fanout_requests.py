@@ -5,7 +5,9 @@ expands them by its policy."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.recording import RecordingDispatcher
 
+import chinwag.chat
 from chinwag.fanout import Worker
 from chinwag.fanout.outbox import claim_outbox, expand_batch
 from chinwag.push.model import NotificationKind
@@ -131,3 +134,11 @@ def test_deleting_after_expansion_queues_a_removal_for_the_engine(
     else:
         assert dispatcher.sent == []
         assert _deliveries(db, message_id) == [(DeliveryKind.ALERT, DeliveryStatus.SKIPPED)]
+
+
+def test_the_chat_layer_never_writes_deliveries() -> None:
+    """No module of chinwag.chat inserts, updates or deletes delivery rows: only the engine does."""
+    chat = Path(chinwag.chat.__file__).parent
+    writes = re.compile(r"\bdeliveries\.(insert|update|delete)\(")
+    offenders = [path.name for path in sorted(chat.glob("*.py")) if writes.search(path.read_text())]
+    assert offenders == []

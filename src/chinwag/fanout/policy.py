@@ -25,7 +25,7 @@ the engine does then — keep the row pending, not an attempt, ask again after
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,8 +79,9 @@ def hears(level: str | None, mentioned: bool) -> bool:
     return rule is not None and (rule.every_message or (mentioned and rule.mentions))
 
 
-def _levels(where: Iterable[bool], of: Iterable[NotifyLevel]) -> list[str]:
-    return [level.value for level, keep in zip(of, where, strict=True) if keep]
+def _levels(where: Callable[[LevelRule], bool]) -> list[str]:
+    """The levels whose rule says yes, for a SQL filter."""
+    return [level.value for level, rule in LEVELS.items() if where(rule)]
 
 
 def _level_in(column: sa.ColumnElement[str], levels: Sequence[str]) -> sa.ColumnElement[bool]:
@@ -99,9 +100,9 @@ def hears_clause(
     level: sa.ColumnElement[str], mentioned: sa.ColumnElement[bool]
 ) -> sa.ColumnElement[bool]:
     """``hears`` in SQL, built from the same table."""
-    every = _levels((r.every_message for r in LEVELS.values()), LEVELS)
-    by_mention = _levels((r.mentions for r in LEVELS.values()), LEVELS)
-    return sa.or_(_level_in(level, every), sa.and_(mentioned, _level_in(level, by_mention)))
+    every = _level_in(level, _levels(lambda rule: rule.every_message))
+    by_mention = _level_in(level, _levels(lambda rule: rule.mentions))
+    return sa.or_(every, sa.and_(mentioned, by_mention))
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +267,7 @@ def carries_badge(kind: str) -> bool:
 
 def in_badge_clause(level: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     """Which of a member's chats count toward the badge (not notify level "none")."""
-    return _level_in(level, _levels((r.in_badge for r in LEVELS.values()), LEVELS))
+    return _level_in(level, _levels(lambda rule: rule.in_badge))
 
 
 def badge_counts(conn: Connection, user_ids: Iterable[int]) -> dict[int, int]:
