@@ -40,7 +40,6 @@ access_token  # a query parameter of /v1/events, read by the live gateway
 _.count_open
 
 # owned by the parallel refactors; removed at merge
-set_notify_level  # chat/conversations.py
 run_worker_forever  # fanout/worker.py
 _.sessions_opened  # push/email.py
 _.open_connections  # push/h2pool.py

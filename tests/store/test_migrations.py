@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 
 from chinwag.store.database import Database
 from chinwag.store.migrate import alembic_config, current_revision, downgrade, upgrade
-from chinwag.store.schema import metadata, users
+from chinwag.store.schema import metadata, outbox, users
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -97,3 +97,45 @@ def test_chinwag_migrate_command_is_idempotent(empty: Database, tmp_path: Path) 
         assert done.returncode == 0, done.stderr
         assert f"database at revision {head_revision(empty)}" in done.stdout
     assert schema_differences(empty) == []
+
+
+def test_outbox_kinds_migration_keeps_fanouts_as_alerts(empty: Database) -> None:
+    """0004 turns existing outbox rows into alert fan-outs for every recipient, and going back
+    keeps the alerts and drops only the clear and removal rows the old schema cannot hold."""
+    upgrade(empty, "0003")
+    now = time.time()
+    with empty.write() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, username, display_name, password_hash, created_at) "
+                "VALUES (1, 'a', 'a', 'x', :now)"
+            ).bindparams(now=now)
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO chats (id, title, created_by, created_at) VALUES (1, 't', 1, :now)"
+            ).bindparams(now=now)
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO messages (id, chat_id, sender_id, body, created_at) "
+                "VALUES (1, 1, 1, 'hi', :now)"
+            ).bindparams(now=now)
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO outbox (message_id, state, due_at, created_at, updated_at) "
+                "VALUES (1, 'done', :now, :now, :now)"
+            ).bindparams(now=now)
+        )
+    upgrade(empty)
+    with empty.write() as conn:
+        assert conn.execute(sa.select(outbox.c.kind, outbox.c.user_id)).all() == [("alert", 0)]
+        conn.execute(
+            outbox.insert().values(
+                message_id=1, kind="clear", user_id=1, due_at=now, created_at=now, updated_at=now
+            )
+        )
+    downgrade(empty, "0003")
+    with empty.read() as conn:
+        assert conn.execute(sa.text("SELECT message_id, state FROM outbox")).all() == [(1, "done")]

@@ -16,6 +16,7 @@ from chinwag.chat.models import NOTIFY_LEVELS, Chat, Member, User
 from chinwag.chat.unread import unread_counts
 from chinwag.store.database import Database
 from chinwag.store.schema import chats, memberships, users
+from chinwag.store.states import NotifyLevel
 
 MAX_MEMBERS_PER_REQUEST = 1000
 # One answer whichever names are unknown: naming them would let anyone test a thousand
@@ -183,7 +184,7 @@ def update_settings(
     db: Database, user: User, chat_id: int, *, muted: bool | None, notify: str | None = None
 ) -> Chat:
     """``muted: true`` means notify level "none" and ``false`` means "all"; ``notify`` wins."""
-    level = notify or ("none" if muted else "all")
+    level = notify or (NotifyLevel.NONE if muted else NotifyLevel.ALL)
     if level not in NOTIFY_LEVELS:
         raise InvalidInput(f"notify must be one of {', '.join(NOTIFY_LEVELS)}", field="notify")
     with db.write() as conn:
@@ -191,6 +192,6 @@ def update_settings(
         conn.execute(
             memberships.update()
             .where(memberships.c.chat_id == chat_id, memberships.c.user_id == user.id)
-            .values(muted=level == "none", notify_level=level)
+            .values(muted=level == NotifyLevel.NONE, notify_level=level)
         )
         return load_chat(conn, chat_id, user, with_members=False)

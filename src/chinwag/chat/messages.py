@@ -12,16 +12,18 @@ from sqlalchemy.exc import IntegrityError
 
 from chinwag.chat import events, ratelimit
 from chinwag.chat.chats import load_chat, require_member
-from chinwag.chat.conversations import record_mentions
 from chinwag.chat.errors import InvalidInput, NotFound
+from chinwag.chat.fanout_requests import alert_state, request_fanout
+from chinwag.chat.mentions import record_mentions
 from chinwag.chat.models import Chat, Delivery, Message, User
 from chinwag.chat.ratelimit import RateLimit
 from chinwag.store.database import Database
-from chinwag.store.schema import chats, deliveries, memberships, messages, outbox, users
+from chinwag.store.schema import chats, deliveries, memberships, messages, users
+from chinwag.store.states import DeliveryKind, OutboxState
 
 # A message's delivery record is its notifications; the silent badge-clear and removal updates
 # sent later for the same devices are rows of other kinds and would double-count the panel.
-ALERT_KIND = "alert"
+ALERT_KIND = DeliveryKind.ALERT
 
 MAX_HISTORY_PAGE = 200
 MAX_DELIVERIES_PAGE = 10_000
@@ -116,11 +118,7 @@ def _store(
         .returning(messages.c.id)
         .values(chat_id=chat_id, sender_id=user.id, body=body, client_id=client_id, created_at=now)
     ).scalar_one()
-    conn.execute(
-        outbox.insert().values(
-            message_id=message_id, state="pending", due_at=now, created_at=now, updated_at=now
-        )
-    )
+    request_fanout(conn, message_id, DeliveryKind.ALERT, now)
     record_mentions(conn, message_id, chat_id, body)
     row = conn.execute(_message_query().where(messages.c.id == message_id)).mappings().one()
     message = message_from_row(row)
@@ -216,9 +214,7 @@ def list_deliveries(
                 .group_by(deliveries.c.status)
             )
         }
-        state = conn.execute(
-            sa.select(outbox.c.state).where(outbox.c.message_id == message_id)
-        ).scalar_one_or_none()
+        state = alert_state(conn, message_id)
     page = [
         Delivery(
             id=row["id"],
@@ -235,7 +231,7 @@ def list_deliveries(
         for row in rows[:limit]
     ]
     next_cursor = page[-1].id if len(rows) > limit else None
-    return page, summary, state or "done", next_cursor
+    return page, summary, state or OutboxState.DONE, next_cursor
 
 
 def chat_id_by_title(db: Database, user: User, title: str) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chinwag.store.states import NotifyLevel
+
 # Per member and chat: every message, only @mentions, or nothing but @mentions (muted).
-NOTIFY_LEVELS = ("all", "mentions", "none")
+NOTIFY_LEVELS = tuple(level.value for level in NotifyLevel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ class Chat:
     created_at: float
     members: tuple[Member, ...]
     muted: bool  # the requesting member's own setting (notify == "none")
-    notify: str = "all"  # all | mentions | none
+    notify: str = NotifyLevel.ALL.value  # all | mentions | none
     unread: int = 0
 
 

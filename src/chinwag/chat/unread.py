@@ -1,4 +1,4 @@
-"""Unread counts and badges: messages after a member's read marker that are not their own."""
+"""Unread counts: messages after a member's read marker that are not their own, not deleted."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from sqlalchemy.engine import Connection
 from chinwag.store.schema import memberships, messages
 
 
+def _unread() -> sa.ColumnElement[bool]:
+    """Joins a membership to its unread messages."""
+    return (
+        (messages.c.chat_id == memberships.c.chat_id)
+        & (messages.c.id > memberships.c.last_read_message_id)
+        & (messages.c.sender_id != memberships.c.user_id)
+        & messages.c.deleted_at.is_(None)
+    )
+
+
 def unread_counts(
     conn: Connection, user_id: int, chat_ids: Iterable[int] | None = None
 ) -> dict[int, int]:
@@ -17,13 +27,7 @@ def unread_counts(
     query = (
         sa.select(memberships.c.chat_id, sa.func.count(messages.c.id))
         .select_from(memberships)
-        .join(
-            messages,
-            (messages.c.chat_id == memberships.c.chat_id)
-            & (messages.c.id > memberships.c.last_read_message_id)
-            & (messages.c.sender_id != memberships.c.user_id)
-            & messages.c.deleted_at.is_(None),
-        )
+        .join(messages, _unread())
         .where(memberships.c.user_id == user_id)
         .group_by(memberships.c.chat_id)
     )
@@ -32,22 +36,19 @@ def unread_counts(
     return {chat_id: int(count) for chat_id, count in conn.execute(query)}
 
 
-def badge_counts(conn: Connection, user_ids: Iterable[int]) -> dict[int, int]:
-    """Each user's total unread over the chats that may notify them (not notify level "none")."""
+def unread_totals(
+    conn: Connection, user_ids: Iterable[int], counted: sa.ColumnElement[bool]
+) -> dict[int, int]:
+    """Each user's unread messages summed over their memberships that match ``counted`` (the
+    badge: which chats count is the fan-out policy's decision, ``chinwag.fanout.policy``)."""
     ids = sorted(set(user_ids))
     if not ids:
         return {}
     rows = conn.execute(
         sa.select(memberships.c.user_id, sa.func.count(messages.c.id))
         .select_from(memberships)
-        .join(
-            messages,
-            (messages.c.chat_id == memberships.c.chat_id)
-            & (messages.c.id > memberships.c.last_read_message_id)
-            & (messages.c.sender_id != memberships.c.user_id)
-            & messages.c.deleted_at.is_(None),
-        )
-        .where(memberships.c.user_id.in_(ids), memberships.c.notify_level != "none")
+        .join(messages, _unread())
+        .where(memberships.c.user_id.in_(ids), counted)
         .group_by(memberships.c.user_id)
     )
     counts = dict.fromkeys(ids, 0)

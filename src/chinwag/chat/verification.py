@@ -21,6 +21,7 @@ from chinwag.chat.errors import Forbidden, InvalidInput, NotFound
 from chinwag.chat.models import User
 from chinwag.store.database import Database
 from chinwag.store.schema import device_verifications, devices
+from chinwag.store.states import VerificationStatus
 
 CODE_DIGITS = 6
 MAX_WRONG_CODES = 5
@@ -42,7 +43,7 @@ def issue_code(conn: Connection, device_id: int, now: float) -> None:
         "code": code,
         "code_hash": _digest(device_id, code),
         "wrong_attempts": 0,
-        "status": "pending",
+        "status": VerificationStatus.PENDING.value,
         "send_attempts": 0,
         "last_error": None,
         "next_attempt_at": now,

@@ -18,8 +18,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from chinwag.chat.unread import badge_counts
-from chinwag.fanout.policy import SendTimeFacts, skip_reason
+from chinwag.fanout.policy import (
+    SendTimeFacts,
+    badge_counts,
+    carries_badge,
+    digest_waiting,
+    is_digestible,
+    plan_email_digest,
+    recheck_unavailable_at,
+    skip_reason,
+)
 from chinwag.push.model import (
     DeviceTarget,
     Notification,
@@ -41,11 +49,12 @@ from chinwag.store.schema import (
     outbox,
     users,
 )
+from chinwag.store.states import WAITING, DeliveryKind, OutboxState
+from chinwag.store.states import DeliveryStatus as Status
 
 log = logging.getLogger("chinwag.fanout")
 
-# A provider that is not configured is asked again this often; the row stays pending meanwhile.
-UNAVAILABLE_RECHECK_SECONDS = 30.0
+_WAITING = [s.value for s in WAITING]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +95,9 @@ def claim_deliveries(
     """Lease up to ``limit`` due deliveries, and of a platform named in ``room`` at most that
     many (0: none; its sends are saturated). A claim runs out while it waits for a sender slot,
     so a worker claims no more of a platform than it can start sending now."""
-    due = (
-        deliveries.c.status.in_(("pending", "retrying")) & (deliveries.c.next_attempt_at <= now)
-    ) | ((deliveries.c.status == "sending") & (deliveries.c.lease_until < now))
+    due = (deliveries.c.status.in_(_WAITING) & (deliveries.c.next_attempt_at <= now)) | (
+        (deliveries.c.status == Status.SENDING) & (deliveries.c.lease_until < now)
+    )
     chosen = _claimable(db, due, limit, room or {})
     if chosen is None:
         return []
@@ -99,7 +108,7 @@ def claim_deliveries(
             for row in conn.execute(
                 deliveries.update()
                 .where(chosen)
-                .values(status="sending", **lease)
+                .values(status=Status.SENDING, **lease)
                 .returning(deliveries.c.id)
             )
         ]
@@ -110,7 +119,7 @@ def claim_deliveries(
             rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
         else:
             batches = {}
-        badges = badge_counts(conn, [r.user_id for r in rows if r.kind != "removal"])
+        badges = badge_counts(conn, [r.user_id for r in rows if carries_badge(r.kind)])
     # The rows of one claim are mostly the devices of a few messages: they share one
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}
@@ -197,7 +206,7 @@ def _claimed(
 ) -> ClaimedDelivery:
     kind = NotificationKind(row.kind)
     batch = batches.get(row.id, [])
-    badge = badges.get(row.user_id) if kind is not NotificationKind.REMOVAL else None
+    badge = badges.get(row.user_id) if carries_badge(kind) else None
     key = (row.message_id, kind, badge) if not batch else (row.id,)
     notification = shared.get(key)
     if notification is None:
@@ -253,9 +262,9 @@ def _apply_email_digest(
     lease: dict[str, object],
     digest_seconds: float,
 ) -> tuple[list[sa.Row[tuple[object, ...]]], dict[int, list[sa.Row[tuple[object, ...]]]]]:
-    """At most one email per device and chat per window: hold back emails inside the window,
-    and fold every waiting email of the same device and chat into the one that goes out."""
-    email_rows = [r for r in rows if r.platform == "email" and r.kind == "alert"]
+    """Carry out the policy's digest plan (``plan_email_digest``): hold back the emails it holds,
+    and fold every waiting email of a leader's device and chat into the leader's digest."""
+    email_rows = [r for r in rows if is_digestible(r.platform, r.kind)]
     if not email_rows:
         return rows, {}
     last_sent = {
@@ -266,42 +275,26 @@ def _apply_email_digest(
             )
         )
     }
-    kept: list[sa.Row[tuple[object, ...]]] = []
-    leaders: dict[tuple[int, int], sa.Row[tuple[object, ...]]] = {}
-    held: list[tuple[int, float]] = []
-    for row in rows:
-        if row.platform != "email" or row.kind != "alert":
-            kept.append(row)
-            continue
-        key = (row.device_id, row.chat_id)
-        opens_at = last_sent.get(key, 0.0) + digest_seconds
-        if opens_at > now:
-            held.append((row.id, opens_at))
-        elif key in leaders:
-            held.append((row.id, now))  # folded below into the leader's digest
-        else:
-            leaders[key] = row
-            kept.append(row)
-    for delivery_id, opens_at in held:
+    plan = plan_email_digest(email_rows, last_sent, now, digest_seconds)
+    held_ids = {delivery_id for delivery_id, _ in plan.held}
+    kept = [r for r in rows if r.id not in held_ids]
+    for delivery_id, opens_at in plan.held:
         conn.execute(
             deliveries.update()
             .where(deliveries.c.id == delivery_id)
-            .values(status="pending", next_attempt_at=opens_at, lease_until=None, lease_owner=None)
+            .values(
+                status=Status.PENDING, next_attempt_at=opens_at, lease_until=None, lease_owner=None
+            )
         )
+    by_id = {r.id: r for r in email_rows}
     batches: dict[int, list[sa.Row[tuple[object, ...]]]] = {}
-    for (device_id, chat_id), leader in leaders.items():
+    for (device_id, chat_id), leader_id in plan.leaders.items():
+        leader = by_id[leader_id]
         waiting_ids = (
             conn.execute(
                 sa.select(deliveries.c.id)
                 .join(messages, messages.c.id == deliveries.c.message_id)
-                .where(
-                    deliveries.c.device_id == device_id,
-                    deliveries.c.kind == "alert",
-                    deliveries.c.status.in_(("pending", "retrying")),
-                    deliveries.c.id != leader.id,
-                    messages.c.chat_id == chat_id,
-                    messages.c.deleted_at.is_(None),
-                )
+                .where(digest_waiting(device_id, chat_id, leader_id))
             )
             .scalars()
             .all()
@@ -311,7 +304,7 @@ def _apply_email_digest(
         conn.execute(
             deliveries.update()
             .where(deliveries.c.id.in_(waiting_ids))
-            .values(status="sending", **lease)
+            .values(status=Status.SENDING, **lease)
         )
         folded = conn.execute(_details_query(list(waiting_ids))).all()
         everything = sorted([*folded, leader], key=lambda r: r.message_id)
@@ -345,10 +338,10 @@ def record_outcomes(
     for claimed, outcome in results:
         status, values = _row_update(claimed, outcome, now, retry)
         ids = (claimed.delivery_id, *claimed.batched)
-        recorded.counts[status] = recorded.counts.get(status, 0) + len(ids)
+        recorded.counts[status.value] = recorded.counts.get(status.value, 0) + len(ids)
         if claimed.notification.kind is NotificationKind.ALERT:
             recorded.messages.add(claimed.notification.message_id)
-        if status == "delivered":
+        if status == Status.DELIVERED:
             delivered.extend(ids)
             if claimed.target.platform is Platform.EMAIL:
                 digests_sent.add((claimed.target.device_id, claimed.chat_id))
@@ -363,7 +356,7 @@ def record_outcomes(
                 deliveries.update()
                 .where(deliveries.c.id.in_(delivered), mine)
                 .values(
-                    status="delivered",
+                    status=Status.DELIVERED,
                     attempts=deliveries.c.attempts + 1,
                     last_error=None,
                     lease_until=None,
@@ -426,7 +419,10 @@ def delivery_summaries(
                 sa.func.count(),
             )
             .join(messages, messages.c.id == deliveries.c.message_id)
-            .where(deliveries.c.message_id.in_(list(message_ids)), deliveries.c.kind == "alert")
+            .where(
+                deliveries.c.message_id.in_(list(message_ids)),
+                deliveries.c.kind == DeliveryKind.ALERT,
+            )
             .group_by(
                 deliveries.c.message_id,
                 messages.c.chat_id,
@@ -442,27 +438,27 @@ def delivery_summaries(
 
 def _row_update(
     claimed: ClaimedDelivery, outcome: Outcome | None, now: float, retry: RetryPolicy
-) -> tuple[str, dict[str, object]]:
+) -> tuple[Status, dict[str, object]]:
     attempts = claimed.attempts + 1
     if outcome is None:
         reason = claimed.skip or "skipped"
-        return "skipped", _values(claimed.attempts, reason, now)
+        return Status.SKIPPED, _values(claimed.attempts, reason, now)
     kind = outcome.kind
     if kind is OutcomeKind.DELIVERED:
-        return "delivered", {}
+        return Status.DELIVERED, {}
     if kind is OutcomeKind.TOKEN_DEAD:
-        return "token_dead", _values(attempts, _error_text(outcome), now)
+        return Status.TOKEN_DEAD, _values(attempts, _error_text(outcome), now)
     if kind is OutcomeKind.UNAVAILABLE:
         # Not an attempt: nothing was sent. Ask again later; configuring the provider fixes it.
-        return "pending", _values(
-            claimed.attempts, _error_text(outcome), now + UNAVAILABLE_RECHECK_SECONDS
+        return Status.PENDING, _values(
+            claimed.attempts, _error_text(outcome), recheck_unavailable_at(now)
         )
     if kind is OutcomeKind.RETRY:
         if attempts >= retry.max_attempts:
             text = f"gave up after {attempts} attempts: {_error_text(outcome)}"
-            return "failed", _values(attempts, text, now)
+            return Status.FAILED, _values(attempts, text, now)
         next_at = now + retry.delay(attempts, outcome.retry_after)
-        return "retrying", _values(attempts, _error_text(outcome), next_at)
+        return Status.RETRYING, _values(attempts, _error_text(outcome), next_at)
     # REJECTED or MISCONFIGURED: retrying cannot help; say so loudly.
     log.error(
         "%s delivery %s %s: %s",
@@ -471,7 +467,7 @@ def _row_update(
         kind.value,
         outcome.reason,
     )
-    return "failed", _values(attempts, _error_text(outcome), now)
+    return Status.FAILED, _values(attempts, _error_text(outcome), now)
 
 
 def _values(attempts: int, last_error: str, next_attempt_at: float) -> dict[str, object]:
@@ -496,7 +492,9 @@ def release_deliveries(db: Database, delivery_ids: Sequence[int], owner: str, no
             deliveries.update()
             .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.lease_owner == owner)
             .values(
-                status=sa.case((deliveries.c.attempts > 0, "retrying"), else_="pending"),
+                status=sa.case(
+                    (deliveries.c.attempts > 0, Status.RETRYING.value), else_=Status.PENDING.value
+                ),
                 lease_until=None,
                 lease_owner=None,
                 next_attempt_at=now,
@@ -519,13 +517,13 @@ def next_due_at(db: Database, now: float, owner: str | None = None) -> float | N
         values = conn.execute(
             sa.select(
                 sa.select(sa.func.min(deliveries.c.next_attempt_at))
-                .where(deliveries.c.status.in_(("pending", "retrying")))
+                .where(deliveries.c.status.in_(_WAITING))
                 .scalar_subquery(),
                 sa.select(sa.func.min(deliveries.c.lease_until))
-                .where(deliveries.c.status == "sending", others)
+                .where(deliveries.c.status == Status.SENDING, others)
                 .scalar_subquery(),
                 sa.select(sa.func.min(sa.func.coalesce(outbox.c.lease_until, outbox.c.due_at)))
-                .where(outbox.c.state == "pending", others_outbox)
+                .where(outbox.c.state == OutboxState.PENDING, others_outbox)
                 .scalar_subquery(),
             )
         ).one()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, outbox
+from chinwag.store.states import DeliveryStatus, OutboxState
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +29,14 @@ def renew_leases(db: Database, owner: str, now: float, lease_seconds: float) -> 
     with db.write() as conn:
         held_deliveries = conn.execute(
             deliveries.update()
-            .where(deliveries.c.status == "sending", deliveries.c.lease_owner == owner)
+            .where(deliveries.c.status == DeliveryStatus.SENDING, deliveries.c.lease_owner == owner)
             .values(lease_until=until)
             .returning(deliveries.c.id)
         ).scalars()
         delivery_ids = frozenset(held_deliveries)
         held_outbox = conn.execute(
             outbox.update()
-            .where(outbox.c.state == "pending", outbox.c.lease_owner == owner)
+            .where(outbox.c.state == OutboxState.PENDING, outbox.c.lease_owner == owner)
             .values(lease_until=until)
             .returning(outbox.c.id)
         ).scalars()

@@ -1,4 +1,7 @@
-"""Outbox rows → delivery rows: claim a message's fan-out with a lease, expand it in batches.
+"""Outbox rows → delivery rows: claim a fan-out with a lease, expand it in batches.
+
+A fan-out is a message's alerts, a reader's clear updates or a deleted message's removals
+(``outbox.kind``); which devices each reaches is ``chinwag.fanout.policy.recipient_devices``.
 
 Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, ordered
 by device id with the last id kept in ``outbox.expanded_through``: a 50,000-device group never
@@ -8,15 +11,16 @@ from. ``ON CONFLICT DO NOTHING`` on (message, device) makes a repeated batch har
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from chinwag.fanout.policy import recipient_devices
+from chinwag.fanout.policy import MESSAGE_DELETED, cancelled_by_removal, recipient_devices
 from chinwag.store.database import Database
-from chinwag.store.schema import deliveries, devices, messages, outbox
+from chinwag.store.schema import deliveries, messages, outbox
+from chinwag.store.states import DeliveryKind, DeliveryStatus, OutboxState
 
 
 class LeaseLost(RuntimeError):
@@ -30,6 +34,8 @@ class OutboxClaim:
     chat_id: int
     sender_id: int
     expanded_through: int
+    kind: DeliveryKind = DeliveryKind.ALERT
+    user_id: int = 0  # the reader, for a clear
 
 
 def claim_outbox(
@@ -37,7 +43,7 @@ def claim_outbox(
 ) -> list[OutboxClaim]:
     """Take up to ``limit`` due fan-outs that nobody holds (or whose holder's lease ran out)."""
     due = (
-        (outbox.c.state == "pending")
+        (outbox.c.state == OutboxState.PENDING)
         & (outbox.c.due_at <= now)
         & (outbox.c.lease_until.is_(None) | (outbox.c.lease_until < now))
     )
@@ -49,7 +55,13 @@ def claim_outbox(
             outbox.update()
             .where(outbox.c.id.in_(candidates.scalar_subquery()))
             .values(lease_until=now + lease_seconds, lease_owner=owner, updated_at=now)
-            .returning(outbox.c.id, outbox.c.message_id, outbox.c.expanded_through)
+            .returning(
+                outbox.c.id,
+                outbox.c.message_id,
+                outbox.c.expanded_through,
+                outbox.c.kind,
+                outbox.c.user_id,
+            )
         ).all()
         if not claimed:
             return []
@@ -68,6 +80,8 @@ def claim_outbox(
             chat_id=by_message[c.message_id].chat_id,
             sender_id=by_message[c.message_id].sender_id,
             expanded_through=c.expanded_through,
+            kind=DeliveryKind(c.kind),
+            user_id=c.user_id,
         )
         for c in sorted(claimed, key=lambda c: c.id)
     ]
@@ -84,13 +98,14 @@ def expand_batch(
     """Write the next batch of delivery rows; return the advanced claim, rows added, and done."""
     with db.write() as conn:
         _extend_lease(conn, claim, owner, now, lease_seconds)
-        batch = (
-            recipient_devices(claim.chat_id, claim.sender_id, claim.message_id)
-            .where(devices.c.id > claim.expanded_through)
-            .order_by(devices.c.id)
-            .limit(batch_size)
-            .subquery()
-        )
+        if claim.kind is DeliveryKind.REMOVAL and claim.expanded_through == 0:
+            # The deleted message's alerts not sent yet never will be.
+            conn.execute(
+                deliveries.update()
+                .where(cancelled_by_removal(claim.message_id))
+                .values(status=DeliveryStatus.SKIPPED, last_error=MESSAGE_DELETED, updated_at=now)
+            )
+        batch = recipient_devices(claim, claim.expanded_through).limit(batch_size).subquery()
         last_id, count = conn.execute(
             sa.select(sa.func.max(batch.c.device_id), sa.func.count()).select_from(batch)
         ).one()
@@ -101,7 +116,8 @@ def expand_batch(
                 batch.c.device_id,
                 batch.c.user_id,
                 batch.c.platform,
-                sa.literal("pending").label("status"),
+                sa.literal(claim.kind.value).label("kind"),
+                sa.literal(DeliveryStatus.PENDING.value).label("status"),
                 sa.literal(0).label("attempts"),
                 sa.literal(now, type_=sa.Float).label("next_attempt_at"),
                 sa.literal(now, type_=sa.Float).label("created_at"),
@@ -115,6 +131,7 @@ def expand_batch(
                     "device_id",
                     "user_id",
                     "platform",
+                    "kind",
                     "status",
                     "attempts",
                     "next_attempt_at",
@@ -131,15 +148,13 @@ def expand_batch(
             .where(outbox.c.id == claim.outbox_id)
             .values(
                 expanded_through=through,
-                state="done" if done else "pending",
+                state=OutboxState.DONE if done else OutboxState.PENDING,
                 lease_until=None if done else now + lease_seconds,
                 lease_owner=None if done else owner,
                 updated_at=now,
             )
         )
-    advanced = OutboxClaim(
-        claim.outbox_id, claim.message_id, claim.chat_id, claim.sender_id, through
-    )
+    advanced = replace(claim, expanded_through=through)
     return advanced, count, done
 
 
@@ -166,7 +181,7 @@ def _extend_lease(
         .where(
             outbox.c.id == claim.outbox_id,
             outbox.c.lease_owner == owner,
-            outbox.c.state == "pending",
+            outbox.c.state == OutboxState.PENDING,
         )
         .values(lease_until=now + lease_seconds, updated_at=now)
     ).rowcount

@@ -1,31 +1,139 @@
-"""Who gets what. Decided twice: when deliveries are written, and again just before each send, so a
-device deleted, a member removed or muted, or a message deleted after it was stored gets nothing.
+"""Every rule of who is notified, and how, lives here: one small function per decision.
 
-Notify levels per member and chat: "all" notifies every message; "mentions" only messages that
-@mention the member; "none" (what ``muted: true`` sets) nothing but direct @mentions — a mention is
-addressed to the person, so it pierces a mute, as members of busy groups expect. A "none" chat
-also stays out of the badge total.
+The engine asks twice. When it expands a fan-out (an outbox row) into delivery rows:
+``recipient_devices`` picks the devices each kind reaches. Just before each send:
+``skip_reason`` says whether a row written earlier must not go out any more (a device deleted, a
+member removed or muted, a message deleted since). In between, ``carries_badge`` and
+``badge_counts`` say what the badge shows, and ``plan_email_digest`` which emails wait for their
+window and which fold into one digest.
+
+Notify levels per member and chat, as the table ``LEVELS`` below: "all" hears every message;
+"mentions" only messages that @mention the member; "none" (what ``muted: true`` sets) nothing but
+direct @mentions — a mention is addressed to the person, so it pierces a mute, as members of
+busy groups expect. A "none" chat also stays out of the badge total. The same table builds the
+SQL filter of the expansion and the Python check of the send: the rule is written once.
+
+Kinds of fan-out (``DeliveryKind``): an alert is the message itself, to every member it notifies;
+a clear is the silent "read elsewhere" update to the reader's own devices; a removal withdraws a
+deleted message's notification from the devices that showed it (or were showing it).
+
+Not here: whether a provider is configured. Only the sender registry (``chinwag.push.registry``)
+knows which providers and apps have settings; it answers ``OutcomeKind.UNAVAILABLE``, and what
+the engine does then — keep the row pending, not an attempt, ask again after
+``UNAVAILABLE_RECHECK_SECONDS`` — is ``recheck_unavailable_at`` below.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from chinwag.store.schema import devices, memberships, mentions
+from chinwag.chat.unread import unread_totals
+from chinwag.push.model import Platform
+from chinwag.store.schema import deliveries, devices, memberships, mentions, messages
+from chinwag.store.states import WAITING, DeliveryKind, DeliveryStatus, NotifyLevel
+
+
+@dataclass(frozen=True, slots=True)
+class LevelRule:
+    every_message: bool  # a plain message notifies
+    mentions: bool  # a message that @mentions the member notifies
+    in_badge: bool  # the chat's unread count is part of the member's badge
+    unheard: str  # skip reason of a message this level does not hear
+
+
+LEVELS: Mapping[NotifyLevel, LevelRule] = {
+    NotifyLevel.ALL: LevelRule(every_message=True, mentions=True, in_badge=True, unheard=""),
+    NotifyLevel.MENTIONS: LevelRule(
+        every_message=False, mentions=True, in_badge=True, unheard="notify level: mentions only"
+    ),
+    NotifyLevel.NONE: LevelRule(
+        every_message=False, mentions=True, in_badge=False, unheard="chat muted"
+    ),
+}
+_RULE_OF: Mapping[str | None, LevelRule] = {level.value: rule for level, rule in LEVELS.items()}
 
 # Mobile pushes are held back for a user with quiet_when_active whose live client was seen within
 # this many seconds (the stream refreshes it every 20 s while open).
 ACTIVE_WINDOW_SECONDS = 45.0
-MOBILE_PLATFORMS = frozenset({"apns", "fcm"})
+MOBILE_PLATFORMS = frozenset({Platform.APNS, Platform.FCM})
+# Platforms that show a badge or a notification tray, which clear and removal updates change.
+CLEARABLE_PLATFORMS = (Platform.APNS, Platform.FCM, Platform.WEBPUSH)
+# Alerts a removal withdraws: shown, or being shown while the message was deleted.
+SHOWN = (DeliveryStatus.DELIVERED, DeliveryStatus.SENDING)
+MESSAGE_DELETED = "message deleted"
+# A provider that is not configured is asked again this often; the row stays pending meanwhile.
+UNAVAILABLE_RECHECK_SECONDS = 30.0
 
 
-def recipient_devices(
+# --- who hears a message ------------------------------------------------------------------------
+
+
+def hears(level: str | None, mentioned: bool) -> bool:
+    """Whether a member at ``level`` (None: not a member) hears a message."""
+    rule = _RULE_OF.get(level)
+    return rule is not None and (rule.every_message or (mentioned and rule.mentions))
+
+
+def _levels(where: Callable[[LevelRule], bool]) -> list[str]:
+    """The levels whose rule says yes, for a SQL filter."""
+    return [level.value for level, rule in LEVELS.items() if where(rule)]
+
+
+def _level_in(column: sa.ColumnElement[str], levels: Sequence[str]) -> sa.ColumnElement[bool]:
+    if len(levels) == len(LEVELS):
+        return sa.true()
+    # An (in)equality rather than IN keeps the SQL, and the plan, the queries always had.
+    if len(levels) == 1:
+        return column == levels[0]
+    if len(levels) == len(LEVELS) - 1:
+        (left_out,) = {level.value for level in LEVELS} - set(levels)
+        return column != left_out
+    return column.in_(levels) if levels else sa.false()
+
+
+def hears_clause(
+    level: sa.ColumnElement[str], mentioned: sa.ColumnElement[bool]
+) -> sa.ColumnElement[bool]:
+    """``hears`` in SQL, built from the same table."""
+    every = _level_in(level, _levels(lambda rule: rule.every_message))
+    by_mention = _level_in(level, _levels(lambda rule: rule.mentions))
+    return sa.or_(every, sa.and_(mentioned, by_mention))
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientFacts:
+    """What decides whether one device is written a delivery of a message's alert."""
+
+    is_sender: bool
+    level: str | None  # the owner's notify level in the chat; None: not a member
+    mentioned: bool
+    device_active: bool
+    device_verified: bool
+
+
+def is_alert_recipient(facts: RecipientFacts) -> bool:
+    """Active, verified devices of members the message notifies, never the sender's."""
+    return (
+        facts.device_active
+        # An email device whose owner has not proved the mailbox gets nothing but its code.
+        and facts.device_verified
+        and not facts.is_sender
+        and hears(facts.level, facts.mentioned)
+    )
+
+
+def alert_recipients(
     chat_id: int, sender_id: int, message_id: int
 ) -> sa.Select[tuple[int, int, str]]:
-    """Active, verified devices of the members the message should notify, never the sender's."""
-    mentioned = sa.select(mentions.c.user_id).where(mentions.c.message_id == message_id)
+    """``is_alert_recipient`` in SQL: the devices a message's alert fan-out writes rows for."""
+    mentioned = devices.c.user_id.in_(
+        sa.select(mentions.c.user_id).where(mentions.c.message_id == message_id)
+    )
     return (
         sa.select(devices.c.id.label("device_id"), devices.c.user_id, devices.c.platform)
         .join(
@@ -34,12 +142,72 @@ def recipient_devices(
         )
         .where(
             devices.c.active.is_(True),
-            # An email device whose owner has not proved the mailbox gets nothing but its code.
             devices.c.verified.is_(True),
             devices.c.user_id != sender_id,
-            (memberships.c.notify_level == "all") | devices.c.user_id.in_(mentioned),
+            hears_clause(memberships.c.notify_level, mentioned),
         )
     )
+
+
+def clear_recipients(reader_id: int) -> sa.Select[tuple[int, int, str]]:
+    """The reader's own active devices that show a badge or a tray (read elsewhere: update)."""
+    return sa.select(devices.c.id.label("device_id"), devices.c.user_id, devices.c.platform).where(
+        devices.c.user_id == reader_id,
+        devices.c.active.is_(True),
+        devices.c.platform.in_([p.value for p in CLEARABLE_PLATFORMS]),
+    )
+
+
+def removal_recipients(message_id: int) -> sa.Select[tuple[int, int, str]]:
+    """The devices that showed (or were showing) a deleted message's alert, and can withdraw it."""
+    return sa.select(deliveries.c.device_id, deliveries.c.user_id, deliveries.c.platform).where(
+        deliveries.c.message_id == message_id,
+        deliveries.c.kind == DeliveryKind.ALERT,
+        deliveries.c.status.in_([s.value for s in SHOWN]),
+        deliveries.c.platform.in_([p.value for p in CLEARABLE_PLATFORMS]),
+    )
+
+
+class FanOut(Protocol):
+    """An outbox row as the expansion needs it."""
+
+    @property
+    def kind(self) -> DeliveryKind: ...
+    @property
+    def message_id(self) -> int: ...
+    @property
+    def chat_id(self) -> int: ...
+    @property
+    def sender_id(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+
+
+def recipient_devices(fanout: FanOut, after_device_id: int) -> sa.Select[tuple[int, int, str]]:
+    """(device_id, user_id, platform) of the devices a fan-out reaches, after a device id, in
+    device id order: the expansion's next batch is the first rows of this."""
+    if fanout.kind is DeliveryKind.CLEAR:
+        query = clear_recipients(fanout.user_id)
+        device_id: sa.ColumnElement[int] = devices.c.id
+    elif fanout.kind is DeliveryKind.REMOVAL:
+        query = removal_recipients(fanout.message_id)
+        device_id = deliveries.c.device_id
+    else:
+        query = alert_recipients(fanout.chat_id, fanout.sender_id, fanout.message_id)
+        device_id = devices.c.id
+    return query.where(device_id > after_device_id).order_by(device_id)
+
+
+def cancelled_by_removal(message_id: int) -> sa.ColumnElement[bool]:
+    """The alerts a removal cancels: those of the deleted message still waiting to be sent."""
+    return (
+        (deliveries.c.message_id == message_id)
+        & (deliveries.c.kind == DeliveryKind.ALERT)
+        & deliveries.c.status.in_([s.value for s in WAITING])
+    )
+
+
+# --- whether a delivery written earlier still goes out ------------------------------------------
 
 
 # Not frozen: one is built per delivery on the claim path, and frozen dataclasses set each
@@ -65,14 +233,14 @@ def skip_reason(facts: SendTimeFacts, now: float) -> str | None:
         return "device removed"
     if facts.device_owner_id != facts.recipient_id:
         return "device now belongs to another user"
-    if facts.kind != "alert":
+    if facts.kind != DeliveryKind.ALERT:
         return None  # silent updates concern the device owner's own state
     if facts.message_deleted:
-        return "message deleted"
+        return MESSAGE_DELETED
     if not facts.is_member:
         return "no longer a member"
-    if facts.notify_level != "all" and not facts.mentioned:
-        return "chat muted" if facts.notify_level == "none" else "notify level: mentions only"
+    if not hears(facts.notify_level, facts.mentioned):
+        return _RULE_OF[facts.notify_level].unheard
     if (
         facts.quiet_when_active
         and facts.platform in MOBILE_PLATFORMS
@@ -81,3 +249,85 @@ def skip_reason(facts: SendTimeFacts, now: float) -> str | None:
     ):
         return "user active on a live client"
     return None
+
+
+def recheck_unavailable_at(now: float) -> float:
+    """When a delivery whose provider is not configured is asked again (it stays pending, and
+    the try is not counted as an attempt: configuring the provider is what fixes it)."""
+    return now + UNAVAILABLE_RECHECK_SECONDS
+
+
+# --- the badge ----------------------------------------------------------------------------------
+
+
+def carries_badge(kind: str) -> bool:
+    """Alerts and clears carry the recipient's badge; a removal leaves it alone."""
+    return kind != DeliveryKind.REMOVAL
+
+
+def in_badge_clause(level: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """Which of a member's chats count toward the badge (not notify level "none")."""
+    return _level_in(level, _levels(lambda rule: rule.in_badge))
+
+
+def badge_counts(conn: Connection, user_ids: Iterable[int]) -> dict[int, int]:
+    """Each user's badge: unread messages over the chats that count toward it."""
+    return unread_totals(conn, user_ids, in_badge_clause(memberships.c.notify_level))
+
+
+# --- email digests ------------------------------------------------------------------------------
+
+
+def is_digestible(platform: str, kind: str) -> bool:
+    """Only email alerts are folded into digests."""
+    return platform == Platform.EMAIL and kind == DeliveryKind.ALERT
+
+
+class DigestCandidate(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def device_id(self) -> int: ...
+    @property
+    def chat_id(self) -> int: ...
+
+
+@dataclass(slots=True)
+class DigestPlan:
+    held: list[tuple[int, float]] = field(default_factory=list)  # (delivery id, due again at)
+    # The one email of each (device, chat) that goes out now; the others wait or fold into it.
+    leaders: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+def plan_email_digest(
+    candidates: Sequence[DigestCandidate],
+    last_sent: Mapping[tuple[int, int], float],
+    now: float,
+    window: float,
+) -> DigestPlan:
+    """At most one email per device and chat per ``window`` seconds: an email inside its window
+    waits until the window opens; of several due at once, the first leads and the others are
+    held, to fold into its digest."""
+    plan = DigestPlan()
+    for row in candidates:
+        key = (row.device_id, row.chat_id)
+        opens_at = last_sent.get(key, 0.0) + window
+        if opens_at > now:
+            plan.held.append((row.id, opens_at))
+        elif key in plan.leaders:
+            plan.held.append((row.id, now))
+        else:
+            plan.leaders[key] = row.id
+    return plan
+
+
+def digest_waiting(device_id: int, chat_id: int, leader_id: int) -> sa.ColumnElement[bool]:
+    """The waiting alert emails that fold into a leader's digest (joined with ``messages``)."""
+    return (
+        (deliveries.c.device_id == device_id)
+        & (deliveries.c.kind == DeliveryKind.ALERT)
+        & deliveries.c.status.in_([s.value for s in WAITING])
+        & (deliveries.c.id != leader_id)
+        & (messages.c.chat_id == chat_id)
+        & messages.c.deleted_at.is_(None)
+    )

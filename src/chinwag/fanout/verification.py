@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from chinwag.fanout.deliveries import UNAVAILABLE_RECHECK_SECONDS, RetryPolicy
+from chinwag.fanout.deliveries import RetryPolicy
+from chinwag.fanout.policy import recheck_unavailable_at
 from chinwag.push.model import (
     DeviceTarget,
     Dispatcher,
@@ -29,6 +30,7 @@ from chinwag.push.model import (
 )
 from chinwag.store.database import Database
 from chinwag.store.schema import device_verifications, devices
+from chinwag.store.states import VerificationStatus as Mailing
 
 log = logging.getLogger("chinwag.verification")
 
@@ -45,8 +47,8 @@ def claim_codes(
     db: Database, owner: str, now: float, lease_seconds: float, limit: int = 50
 ) -> list[ClaimedCode]:
     table = device_verifications.c
-    due = (table.status == "pending") & (table.next_attempt_at <= now)
-    due |= (table.status == "sending") & (table.lease_until < now)
+    due = (table.status == Mailing.PENDING) & (table.next_attempt_at <= now)
+    due |= (table.status == Mailing.SENDING) & (table.lease_until < now)
     candidates = sa.select(table.device_id).where(due).order_by(table.device_id).limit(limit)
     if db.is_postgres:
         candidates = candidates.with_for_update(skip_locked=True)
@@ -56,7 +58,7 @@ def claim_codes(
             for row in conn.execute(
                 device_verifications.update()
                 .where(table.device_id.in_(candidates.scalar_subquery()))
-                .values(status="sending", lease_until=now + lease_seconds, lease_owner=owner)
+                .values(status=Mailing.SENDING, lease_until=now + lease_seconds, lease_owner=owner)
                 .returning(table.device_id)
             )
         ]
@@ -81,18 +83,18 @@ def record_code_outcome(
     attempts = claimed.send_attempts + 1
     text = f"{outcome.kind.value}: {outcome.reason}"
     if outcome.kind is OutcomeKind.DELIVERED:
-        values: dict[str, object] = {"status": "sent", "sent_at": now, "code": None}
+        values: dict[str, object] = {"status": Mailing.SENT, "sent_at": now, "code": None}
         values.update(last_error=None)
     elif outcome.kind is OutcomeKind.UNAVAILABLE:
-        values = {"status": "pending", "next_attempt_at": now + UNAVAILABLE_RECHECK_SECONDS}
+        values = {"status": Mailing.PENDING, "next_attempt_at": recheck_unavailable_at(now)}
         values.update(last_error=text[:500])
         attempts -= 1  # nothing was sent
     elif outcome.kind is OutcomeKind.RETRY and attempts < retry.max_attempts:
         next_at = now + retry.delay(attempts, outcome.retry_after)
-        values = {"status": "pending", "next_attempt_at": next_at, "last_error": text[:500]}
+        values = {"status": Mailing.PENDING, "next_attempt_at": next_at, "last_error": text[:500]}
     else:
         log.warning("verification email for device %s failed: %s", claimed.device_id, text)
-        values = {"status": "failed", "code": None, "last_error": text[:500]}
+        values = {"status": Mailing.FAILED, "code": None, "last_error": text[:500]}
     with db.write() as conn:
         conn.execute(
             device_verifications.update()

@@ -119,20 +119,20 @@ mentions = sa.Table(
     sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
 )
 
-# One row per message, written in the message's transaction: the durable record that the message
-# still has to be fanned out. Workers claim it with a lease (lease_until) so a dead worker's claim
-# simply expires.
+# The durable record that a fan-out still has to be expanded into delivery rows, written in the
+# transaction of the change that asks for it: a message (kind alert, one per message), a read
+# marker moved (clear, one per message and reader), a message deleted (removal). Which devices
+# each kind reaches is decided by chinwag.fanout.policy when a worker expands it. Workers claim
+# a row with a lease (lease_until) so a dead worker's claim simply expires.
 outbox = sa.Table(
     "outbox",
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
-    sa.Column(
-        "message_id",
-        Id,
-        sa.ForeignKey("messages.id", ondelete="CASCADE"),
-        nullable=False,
-        unique=True,
-    ),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="alert"),
+    # The reader whose devices a clear goes to; 0 for alert and removal, whose devices the
+    # policy finds from the message.
+    sa.Column("user_id", Id, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
     # Highest device id already expanded into deliveries: expansion resumes from here after a crash.
     sa.Column("expanded_through", Id, nullable=False, server_default="0"),
@@ -141,6 +141,7 @@ outbox = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("message_id", "kind", "user_id"),
     sa.Index("ix_outbox_state_due_at", "state", "due_at"),
 )
 

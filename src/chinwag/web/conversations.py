@@ -10,7 +10,7 @@ from typing import Any
 import bottle
 from pydantic import Field
 
-from chinwag.chat import conversations, events
+from chinwag.chat import edits, events, notify_settings, read_markers
 from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.schemas import QueryParams, RequestBody, Response
 
@@ -83,7 +83,7 @@ class EventPage(Response):
 )
 def mark_read(ctx: RequestContext, chat_id: int) -> ReadState:
     body: MarkRead = ctx.body
-    marker, unread = conversations.mark_read(ctx.services.db, ctx.member, chat_id, body.message_id)
+    marker, unread = read_markers.mark_read(ctx.services.db, ctx.member, chat_id, body.message_id)
     ctx.services.ring_doorbell(body.message_id)  # the clear updates for the member's devices
     return ReadState(chat_id=chat_id, last_read_message_id=marker, unread=unread)
 
@@ -99,7 +99,7 @@ def mark_read(ctx: RequestContext, chat_id: int) -> ReadState:
 )
 def edit_message(ctx: RequestContext, chat_id: int, message_id: int) -> Edited:
     body: EditMessage = ctx.body
-    conversations.edit_message(ctx.services.db, ctx.member, chat_id, message_id, body.body)
+    edits.edit_message(ctx.services.db, ctx.member, chat_id, message_id, body.body)
     return Edited(
         id=message_id,
         chat_id=chat_id,
@@ -117,7 +117,7 @@ def edit_message(ctx: RequestContext, chat_id: int, message_id: int) -> Edited:
     tag="conversations",
 )
 def delete_message(ctx: RequestContext, chat_id: int, message_id: int) -> None:
-    removals = conversations.delete_message(ctx.services.db, ctx.member, chat_id, message_id)
+    removals = edits.delete_message(ctx.services.db, ctx.member, chat_id, message_id)
     if removals:
         ctx.services.ring_doorbell(message_id)
 
@@ -133,7 +133,7 @@ def delete_message(ctx: RequestContext, chat_id: int, message_id: int) -> None:
 )
 def user_settings(ctx: RequestContext) -> UserSettingsOut:
     body: UserSettings = ctx.body
-    conversations.set_quiet_when_active(ctx.services.db, ctx.member, body.quiet_when_active)
+    notify_settings.set_quiet_when_active(ctx.services.db, ctx.member, body.quiet_when_active)
     return UserSettingsOut(quiet_when_active=body.quiet_when_active)
 
 

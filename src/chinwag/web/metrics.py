@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, outbox
+from chinwag.store.states import DeliveryStatus, OutboxState
 from chinwag.web.api import error_response
 
 HTTP_SECONDS = Histogram(
@@ -63,7 +64,7 @@ def read_figures(
     with db.read() as conn:
         depth, oldest = conn.execute(
             sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
-                outbox.c.state == "pending"
+                outbox.c.state == OutboxState.PENDING
             )
         ).one()
     counts = delivery_counts.get(db) if delivery_counts else count_deliveries(db)

@@ -1,0 +1,72 @@
+"""Asking the fan-out engine to notify: the chat layer's only way to reach devices.
+
+A change that should notify someone writes an outbox row of a kind in its own transaction: a new
+message (alert), a read marker moved (clear, for the reader's devices), a message deleted
+(removal). The engine (``chinwag.fanout``) claims the row and decides, by its policy, which
+devices get what; the chat layer never writes delivery rows itself.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from chinwag.store.schema import outbox
+from chinwag.store.states import DeliveryKind, OutboxState
+
+
+def request_fanout(
+    conn: Connection, message_id: int, kind: DeliveryKind, now: float, user_id: int = 0
+) -> None:
+    """Queue a fan-out of ``kind`` about a message (``user_id``: the reader, for a clear).
+
+    Asking twice for the same one is harmless: a reader who left and rejoined a chat reads its
+    messages again, and their devices already had that clear.
+    """
+    values = {
+        "message_id": message_id,
+        "kind": kind.value,
+        "user_id": user_id,
+        "state": OutboxState.PENDING.value,
+        "due_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if kind is DeliveryKind.ALERT:  # one per message, written with it: never a duplicate
+        conn.execute(outbox.insert().values(values))
+        return
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(outbox)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["message_id", "kind", "user_id"])
+    )
+
+
+def cancel_alerts(conn: Connection, message_id: int, now: float) -> bool:
+    """Cancel a message's alert fan-out if it is still to expand; return whether any of its
+    deliveries may exist (its expansion had begun or was done), which a removal then undoes."""
+    cancelled = conn.execute(
+        outbox.update()
+        .where(
+            outbox.c.message_id == message_id,
+            outbox.c.kind == DeliveryKind.ALERT,
+            outbox.c.state == OutboxState.PENDING,
+        )
+        .values(
+            state=OutboxState.CANCELLED.value, lease_until=None, lease_owner=None, updated_at=now
+        )
+        .returning(outbox.c.expanded_through)
+    ).first()
+    return cancelled is None or cancelled.expanded_through > 0
+
+
+def alert_state(conn: Connection, message_id: int) -> str | None:
+    """The state of a message's own (alert) fan-out."""
+    state: str | None = conn.execute(
+        sa.select(outbox.c.state).where(
+            outbox.c.message_id == message_id, outbox.c.kind == DeliveryKind.ALERT
+        )
+    ).scalar_one_or_none()
+    return state
