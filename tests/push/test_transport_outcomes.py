@@ -70,6 +70,13 @@ def test_library_exceptions_become_typed_transport_errors(
         assert error.reason == reason
 
 
+def test_undetailed_reasons_are_the_bare_type_name() -> None:
+    """The SMTP sender's reasons stay the exception's type name, whatever its message says."""
+    error = transport_error(ConnectionResetError(104, "reset by 10.0.0.5"), detailed=False)
+    assert (type(error), error.reason) == (ConnectionDropped, "ConnectionResetError")
+    assert transport_error(TimeoutError(), detailed=False).reason == "TimeoutError"
+
+
 @pytest.mark.parametrize(
     "error",
     [

@@ -172,7 +172,7 @@ class EmailSender(BaseSender[SmtpSettings]):
                 return refused_locally("smtp_extension_unsupported")
             except _SESSION_FAILURES as exc:
                 await _discard(session)
-                error = transport_error(exc)
+                error = transport_error(exc, detailed=False)
                 if from_pool and isinstance(error, ConnectionDropped):
                     continue
                 return classify_transport(error)
@@ -211,7 +211,8 @@ class EmailSender(BaseSender[SmtpSettings]):
             raise _SessionRefused(classify_smtp_reply(exc.code, SmtpStage.SESSION)) from None
         except _SESSION_FAILURES as exc:
             await _discard(session)
-            raise _SessionRefused(classify_transport(transport_error(exc))) from None
+            error = transport_error(exc, detailed=False)
+            raise _SessionRefused(classify_transport(error)) from None
         self.sessions_opened += 1
         return session
 

@@ -52,14 +52,20 @@ class NoStream(TransportError):
     """The connection is up but cannot take one more stream now (limit, ids exhausted)."""
 
 
-def transport_error(exc: BaseException) -> TransportError:
+def transport_error(exc: BaseException, *, detailed: bool = True) -> TransportError:
     """The typed error for a library's network exception (the caller catches only those).
 
     Library exceptions (httpx, aiosmtplib) are named by their type, as they always were in
-    last_error; an OSError by its type and message.
+    last_error; an OSError by its type and message, unless not ``detailed`` (the SMTP sender,
+    whose reasons have always been the bare type name).
     """
     if isinstance(exc, TransportError):
         return exc
+    error = _typed(exc)
+    return error if detailed else type(error)(type(exc).__name__)
+
+
+def _typed(exc: BaseException) -> TransportError:
     if isinstance(exc, aiosmtplib.SMTPException):
         name = type(exc).__name__
         if isinstance(exc, aiosmtplib.SMTPTimeoutError):
