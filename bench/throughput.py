@@ -51,9 +51,24 @@ async def _chinwag_sender(
     settings: ApnsSettings, ca_file: Path, tokens: list[str]
 ) -> tuple[float, int]:
     from chinwag.push.apns import ApnsSender
-    from chinwag.push.model import DeviceTarget, Notification, OutcomeKind, Platform, delivery_uuid
+    from chinwag.push.base import Network
+    from chinwag.push.model import (
+        DeviceTarget,
+        Notification,
+        Outcome,
+        OutcomeKind,
+        Platform,
+        delivery_uuid,
+    )
+    from chinwag.push.slots import InFlight
 
-    sender = ApnsSender(settings, ca_file=ca_file)
+    sender = ApnsSender(settings=settings, network=Network(ca_file=ca_file))
+    limit = InFlight(500)  # the in-flight bound the sender kept itself before the registry did
+
+    async def send(target: DeviceTarget) -> Outcome:
+        async with limit:
+            return await sender.send(target, notification)
+
     notification = Notification(
         chat_id=7, message_id=42, chat_title="Benchmarks", sender_name="Ann", preview="x" * 80
     )
@@ -65,7 +80,7 @@ async def _chinwag_sender(
     if warm.kind is not OutcomeKind.DELIVERED:
         raise RuntimeError(f"warm-up failed: {warm}")
     started = time.perf_counter()
-    outcomes = await asyncio.gather(*(sender.send(t, notification) for t in targets[1:]))
+    outcomes = await asyncio.gather(*(send(t) for t in targets[1:]))
     seconds = time.perf_counter() - started
     await sender.aclose()
     return seconds, 1 + sum(o.kind is OutcomeKind.DELIVERED for o in outcomes)

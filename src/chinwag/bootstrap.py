@@ -38,7 +38,6 @@ def worker_options(settings: Settings) -> WorkerOptions:
     return WorkerOptions(
         lease_seconds=settings.lease_seconds,
         sweep_interval=settings.sweep_interval_seconds,
-        max_in_flight=settings.push.max_in_flight,
         email_digest_seconds=settings.email_digest_seconds,
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,

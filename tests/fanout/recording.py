@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind
+from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.slots import ProviderSlots
 
 Script = Callable[[DeviceTarget, int], Outcome]
 
@@ -16,14 +17,33 @@ def always_delivered(_device: DeviceTarget, _attempt: int) -> Outcome:
 
 
 class RecordingDispatcher:
-    def __init__(self, script: Script = always_delivered, delay: float = 0.0) -> None:
+    """In-flight limits as the registry's by default (``ProviderSlots``), held the same way."""
+
+    def __init__(
+        self,
+        script: Script = always_delivered,
+        delay: float = 0.0,
+        *,
+        slots: ProviderSlots | None = None,
+    ) -> None:
         self.script = script
         self.delay = delay
+        self.slots = slots if slots is not None else ProviderSlots.from_max_in_flight()
         self.sent: list[tuple[DeviceTarget, Notification]] = []
         self.attempts: dict[int, int] = {}
         self.times: dict[int, list[float]] = {}
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
+        async with self.slots[device.platform]:
+            return await self._answer(device, notification)
+
+    def free_slots(self, platform: Platform) -> int:
+        return self.slots.free(platform)
+
+    def slot_limit(self, platform: Platform) -> int:
+        return self.slots.limit(platform)
+
+    async def _answer(self, device: DeviceTarget, notification: Notification) -> Outcome:
         if self.delay:
             await asyncio.sleep(self.delay)
         attempt = self.attempts.get(device.device_id, 0) + 1

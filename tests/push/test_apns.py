@@ -27,6 +27,7 @@ from chinwag.push.apns import (
     SigningKey,
     apns_payload,
 )
+from chinwag.push.base import Network
 from chinwag.push.model import (
     DeviceTarget,
     Notification,
@@ -36,6 +37,8 @@ from chinwag.push.model import (
     Platform,
     delivery_uuid,
 )
+from chinwag.push.registry import Senders
+from chinwag.push.slots import ProviderSlots
 
 NOTE = Notification(
     chat_id=7, message_id=42, chat_title="Climbing", sender_name="Ann", preview="Rope?", badge=3
@@ -59,6 +62,12 @@ def _device(device_id: int = 1, token: str | None = None) -> DeviceTarget:
 Scenario = Callable[[FakeApns, Callable[..., ApnsSender]], Awaitable[None]]
 
 
+def _limited(apns: ApnsSender, in_flight: int) -> Senders:
+    """The registry around one APNs sender, with ``in_flight`` slots per provider."""
+    slots = ProviderSlots(dict.fromkeys(Platform, in_flight))
+    return Senders({(Platform.APNS, "default"): apns}, slots=slots)
+
+
 def _run(pki: TestPKI, directory: Path, scenario: Scenario, **fake_options: Any) -> FakeApns:
     """Start a fake, hand the scenario a sender factory, close every sender afterwards."""
 
@@ -68,8 +77,12 @@ def _run(pki: TestPKI, directory: Path, scenario: Scenario, **fake_options: Any)
 
         def sender(**options: Any) -> ApnsSender:
             settings = options.pop("settings", None) or fake.settings()
-            options.setdefault("ca_file", pki.ca_file)
-            created = ApnsSender(settings, **options)
+            network = Network(
+                ca_file=options.pop("ca_file", pki.ca_file),
+                timeout=options.pop("timeout", 10.0),
+                max_connections=options.pop("max_connections", 2),
+            )
+            created = ApnsSender(settings=settings, network=network, **options)
             senders.append(created)
             return created
 
@@ -203,7 +216,7 @@ def test_unreadable_key_fails_at_construction(tmp_path: Path, pki: TestPKI) -> N
     fake = FakeApns(pki, tmp_path)
     fake.key_file.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
     with pytest.raises(ValueError):
-        ApnsSender(fake.settings())
+        ApnsSender(settings=fake.settings())
 
 
 @pytest.mark.parametrize(
@@ -251,8 +264,9 @@ def test_connection_faults_under_load_give_retry_never_an_exception(
 
     async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
         fake.faults = FaultPlan(latency=0.005, error_rate=0.01, faults=("goaway", "drop"), seed=3)
-        apns = sender(max_in_flight=20)
-        outcomes = await asyncio.gather(*(apns.send(_device(i), NOTE) for i in range(300)))
+        apns = sender()
+        registry = _limited(apns, 20)
+        outcomes = await asyncio.gather(*(registry.send(_device(i), NOTE) for i in range(300)))
         kinds = [outcome.kind for outcome in outcomes]
         assert set(kinds) == {OutcomeKind.DELIVERED, OutcomeKind.RETRY}
         # At least once: an answer lost with its connection may follow an accepted notification.
@@ -412,12 +426,13 @@ def test_huge_title_and_name_still_fit() -> None:
 
 
 def test_in_flight_bound_holds_and_streams_share_a_connection(pki: TestPKI, tmp_path: Path) -> None:
-    """With max_in_flight=20, the fake never sees more than 20 streams, all on one connection."""
+    """With 20 APNs slots in the registry, the fake never sees more than 20 streams, all on one
+    connection."""
 
     async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
         fake.faults = FaultPlan(latency=0.02)
-        apns = sender(max_in_flight=20)
-        outcomes = await asyncio.gather(*(apns.send(_device(i), NOTE) for i in range(300)))
+        registry = _limited(sender(), 20)
+        outcomes = await asyncio.gather(*(registry.send(_device(i), NOTE) for i in range(300)))
         assert {outcome.kind for outcome in outcomes} == {OutcomeKind.DELIVERED}
 
     fake = _run(pki, tmp_path, scenario)
@@ -430,9 +445,9 @@ def test_server_stream_limit_opens_a_second_connection(pki: TestPKI, tmp_path: P
 
     async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
         fake.faults = FaultPlan(latency=0.05)
-        apns = sender(max_in_flight=30, max_connections=2)
-        await apns.send(_device(0), NOTE)  # learn the server's SETTINGS first
-        outcomes = await asyncio.gather(*(apns.send(_device(i), NOTE) for i in range(1, 91)))
+        registry = _limited(sender(max_connections=2), 30)
+        await registry.send(_device(0), NOTE)  # learn the server's SETTINGS first
+        outcomes = await asyncio.gather(*(registry.send(_device(i), NOTE) for i in range(1, 91)))
         assert {outcome.kind for outcome in outcomes} == {OutcomeKind.DELIVERED}
 
     fake = _run(pki, tmp_path, scenario, max_concurrent_streams=10)

@@ -12,8 +12,11 @@ from chinwag.config import ConfigError, SmtpSettings
 from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.smtp import FakeSmtp, SmtpRecord
 from chinwag.fakes.tls import TestPKI, make_pki
+from chinwag.push.base import Network
 from chinwag.push.email import EmailSender
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.registry import Senders
+from chinwag.push.slots import SMTP_SESSIONS
 
 T = TypeVar("T")
 NOTE = Notification(
@@ -39,7 +42,9 @@ def run(
     async def main() -> T:
         fake = FakeSmtp(pki, email_from="Chinwag <chat@example.com>")
         await fake.start()
-        sender = EmailSender(settings(fake), ca_file=pki.ca_file, timeout=5.0)
+        sender = EmailSender(
+            settings=settings(fake), network=Network(ca_file=pki.ca_file, timeout=5.0)
+        )
         try:
             return await scenario(fake, sender)
         finally:
@@ -84,17 +89,19 @@ def test_sessions_are_reused(pki: TestPKI) -> None:
 
 
 def test_concurrent_sends_use_a_small_pool(pki: TestPKI) -> None:
-    """Concurrent emails all arrive over at most a few sessions."""
+    """Concurrent emails through the registry all arrive over at most its email slots' worth of
+    sessions (one per send in flight)."""
 
     async def scenario(fake: FakeSmtp, sender: EmailSender) -> tuple[set[OutcomeKind], int, int]:
+        registry = Senders({(Platform.EMAIL, "*"): sender})  # default slots: SMTP_SESSIONS
         outcomes = await asyncio.gather(
-            *(sender.send(device(f"u{i}@example.org", i), NOTE) for i in range(30))
+            *(registry.send(device(f"u{i}@example.org", i), NOTE) for i in range(30))
         )
         return {o.kind for o in outcomes}, fake.logins, len(fake.accepted)
 
     kinds, logins, accepted = run(pki, scenario)
     assert kinds == {OutcomeKind.DELIVERED}
-    assert accepted == 30 and 1 <= logins <= 4
+    assert accepted == 30 and 1 <= logins <= SMTP_SESSIONS
 
 
 def test_unknown_mailbox_is_token_dead(pki: TestPKI) -> None:
@@ -204,4 +211,4 @@ def test_bad_smtp_url_is_a_config_error() -> None:
     """Only smtp:// and smtps:// URLs with a host are accepted."""
     for url in ("http://mail.example.com", "smtp://", "smtp://host:notaport"):
         with pytest.raises(ConfigError):
-            EmailSender(SmtpSettings(url, "chat@example.com"))
+            EmailSender(settings=SmtpSettings(url, "chat@example.com"))

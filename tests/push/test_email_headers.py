@@ -9,6 +9,7 @@ import pytest
 
 from chinwag.fakes.smtp import FakeSmtp, SmtpRecord
 from chinwag.fakes.tls import TestPKI, make_pki
+from chinwag.push.base import Network
 from chinwag.push.email import EmailSender, header_text
 from chinwag.push.model import DeviceTarget, Notification, OutcomeKind, Platform
 
@@ -30,7 +31,9 @@ def _deliver(pki: TestPKI, title: str) -> SmtpRecord:
     async def main() -> SmtpRecord:
         fake = FakeSmtp(pki, email_from="Chinwag <chat@example.com>")
         await fake.start()
-        sender = EmailSender(fake.settings(), ca_file=pki.ca_file, timeout=5.0)
+        sender = EmailSender(
+            settings=fake.settings(), network=Network(ca_file=pki.ca_file, timeout=5.0)
+        )
         try:
             note = Notification(
                 chat_id=1, message_id=2, chat_title=title, sender_name="Eve", preview="hi"

@@ -12,9 +12,10 @@ import pytest
 
 from chinwag.fakes.tls import TestPKI, make_pki
 from chinwag.fakes.webhook import FakeWebhookReceiver
+from chinwag.push.base import Network
 from chinwag.push.endpoints import UNREACHABLE
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
-from chinwag.push.webhook import WebhookSender, sign, webhook_body
+from chinwag.push.webhook import WebhookSender, WebhookSettings, sign, webhook_body
 
 NOTE = Notification(chat_id=5, message_id=9, chat_title="Ops", sender_name="Bob", preview="up?")
 
@@ -47,7 +48,10 @@ def test_the_connection_goes_to_the_address_that_was_checked(pki: TestPKI) -> No
         fake = FakeWebhookReceiver(pki)
         await fake.start()
         url = fake.hook_url().replace("127.0.0.1", "localhost")
-        sender = WebhookSender(None, ca_file=pki.ca_file, allow_private=("localhost",))
+        sender = WebhookSender(
+            settings=WebhookSettings(),
+            network=Network(ca_file=pki.ca_file, allow_private=("localhost",)),
+        )
         try:
             outcome = await sender.send(DeviceTarget(1, Platform.WEBHOOK, url, "d-1"), NOTE)
         finally:
@@ -71,7 +75,10 @@ def test_an_unreachable_endpoint_reads_the_same_whatever_the_cause(pki: TestPKI)
         closed_port = probe.getsockname()[1]
 
     async def main() -> Outcome:
-        sender = WebhookSender(None, ca_file=pki.ca_file, allow_private=("127.0.0.1/32",))
+        sender = WebhookSender(
+            settings=WebhookSettings(),
+            network=Network(ca_file=pki.ca_file, allow_private=("127.0.0.1/32",)),
+        )
         try:
             target = DeviceTarget(1, Platform.WEBHOOK, f"https://127.0.0.1:{closed_port}/", "d")
             return await sender.send(target, NOTE)
@@ -89,7 +96,10 @@ def test_a_device_secret_signs_its_webhooks_instead_of_the_global_one(pki: TestP
         fake = FakeWebhookReceiver(pki, secret="global-key")
         await fake.start()
         fake.hook_secrets[fake.hook_url("own")] = "device-key"
-        sender = WebhookSender("global-key", ca_file=pki.ca_file, allow_private=("127.0.0.1/32",))
+        sender = WebhookSender(
+            settings=WebhookSettings("global-key"),
+            network=Network(ca_file=pki.ca_file, allow_private=("127.0.0.1/32",)),
+        )
         try:
             own = DeviceTarget(1, Platform.WEBHOOK, fake.hook_url("own"), "d1", secret="device-key")
             old = DeviceTarget(2, Platform.WEBHOOK, fake.hook_url("old"), "d2")

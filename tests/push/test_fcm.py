@@ -20,8 +20,11 @@ from chinwag.config import ConfigError, FcmSettings
 from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.fcm import FakeFcm, FcmRecord
 from chinwag.fakes.tls import TestPKI, make_pki
+from chinwag.push.base import Network
 from chinwag.push.fcm import FcmSender
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.registry import Senders
+from chinwag.push.slots import ProviderSlots
 
 T = TypeVar("T")
 NOTE = Notification(
@@ -45,13 +48,12 @@ def run(
     *,
     expires_in: int = 3600,
     timeout: float = 10.0,
-    max_in_flight: int = 100,
 ) -> T:
     async def main() -> T:
         fake = FakeFcm(pki, directory, expires_in=expires_in)
         await fake.start()
         sender = FcmSender(
-            fake.settings(), ca_file=pki.ca_file, max_in_flight=max_in_flight, timeout=timeout
+            settings=fake.settings(), network=Network(ca_file=pki.ca_file, timeout=timeout)
         )
         try:
             return await scenario(fake, sender)
@@ -215,7 +217,7 @@ def test_wrong_project_is_misconfigured(pki: TestPKI, tmp_path: Path) -> None:
 
     async def scenario(fake: FakeFcm, sender: FcmSender) -> Outcome:
         settings = _account_variant(fake, tmp_path, project_id="someone-else")
-        other = FcmSender(settings, ca_file=pki.ca_file)
+        other = FcmSender(settings=settings, network=Network(ca_file=pki.ca_file))
         try:
             return await other.send(device(), NOTE)
         finally:
@@ -237,7 +239,10 @@ def test_assertion_signed_with_a_foreign_key_is_misconfigured_and_not_retried(
     ).decode()
 
     async def scenario(fake: FakeFcm, sender: FcmSender) -> tuple[list[Outcome], int, int]:
-        other = FcmSender(_account_variant(fake, tmp_path, private_key=pem), ca_file=pki.ca_file)
+        other = FcmSender(
+            settings=_account_variant(fake, tmp_path, private_key=pem),
+            network=Network(ca_file=pki.ca_file),
+        )
         try:
             outcomes = await asyncio.gather(*(other.send(device(), NOTE) for _ in range(20)))
             return outcomes, fake.token_requests, fake.token_grants
@@ -256,7 +261,7 @@ def test_unreachable_token_endpoint_is_retry_without_a_storm(pki: TestPKI, tmp_p
 
     async def scenario(fake: FakeFcm, sender: FcmSender) -> list[Outcome]:
         settings = _account_variant(fake, tmp_path, token_uri="https://127.0.0.1:1/token")
-        other = FcmSender(settings, ca_file=pki.ca_file, timeout=2.0)
+        other = FcmSender(settings=settings, network=Network(ca_file=pki.ca_file, timeout=2.0))
         try:
             return list(await asyncio.gather(*(other.send(device(), NOTE) for _ in range(20))))
         finally:
@@ -270,25 +275,29 @@ def test_unreachable_token_endpoint_is_retry_without_a_storm(pki: TestPKI, tmp_p
 def test_unreadable_credentials_are_a_config_error(tmp_path: Path) -> None:
     """A missing or malformed service-account file fails loudly at construction."""
     with pytest.raises(ConfigError, match="cannot be read"):
-        FcmSender(FcmSettings(credentials=tmp_path / "missing.json"))
+        FcmSender(settings=FcmSettings(credentials=tmp_path / "missing.json"))
     (tmp_path / "partial.json").write_text(json.dumps({"project_id": "p"}))
     with pytest.raises(ConfigError, match="lack"):
-        FcmSender(FcmSettings(credentials=tmp_path / "partial.json"))
+        FcmSender(settings=FcmSettings(credentials=tmp_path / "partial.json"))
     fields = {"project_id": "p", "client_email": "e", "token_uri": "https://x/token"}
     (tmp_path / "badkey.json").write_text(json.dumps(dict(fields, private_key="nope")))
     with pytest.raises(ConfigError, match="RSA"):
-        FcmSender(FcmSettings(credentials=tmp_path / "badkey.json"))
+        FcmSender(settings=FcmSettings(credentials=tmp_path / "badkey.json"))
 
 
 def test_in_flight_requests_are_bounded(pki: TestPKI, tmp_path: Path) -> None:
-    """With max_in_flight=4 the fake never sees more than four streams at once."""
+    """With four FCM slots in the registry the fake never sees more than four streams at once."""
 
     async def scenario(fake: FakeFcm, sender: FcmSender) -> tuple[set[OutcomeKind], int]:
         fake.server.faults = FaultPlan(latency=0.02)
-        outcomes = await asyncio.gather(*(sender.send(device(f"t{i}", i), NOTE) for i in range(40)))
+        slots = ProviderSlots(dict.fromkeys(Platform, 4))
+        registry = Senders({(Platform.FCM, "default"): sender}, slots=slots)
+        outcomes = await asyncio.gather(
+            *(registry.send(device(f"t{i}", i), NOTE) for i in range(40))
+        )
         return {o.kind for o in outcomes}, fake.server.stats.max_streams_in_flight
 
-    kinds, most = run(pki, tmp_path, scenario, max_in_flight=4)
+    kinds, most = run(pki, tmp_path, scenario)
     assert kinds == {OutcomeKind.DELIVERED}
     assert most <= 4
 

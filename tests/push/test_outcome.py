@@ -19,7 +19,6 @@ from chinwag.push.outcome import (
     classify_smtp,
     classify_webhook,
     classify_webpush,
-    connection_failure,
     parse_retry_after,
 )
 
@@ -256,12 +255,6 @@ def test_smtp_rows(code: int, kind: OutcomeKind) -> None:
     """Each SMTP reply code maps to its outcome, with the code kept as status."""
     outcome = classify_smtp(code)
     assert (outcome.kind, outcome.status) == (kind, code)
-
-
-def test_connection_failure_is_a_retry_with_its_reason() -> None:
-    """Network failures are retried and say why."""
-    outcome = connection_failure("goaway")
-    assert (outcome.kind, outcome.reason, outcome.retry_after) == (RETRY, "goaway", None)
 
 
 @pytest.mark.parametrize(

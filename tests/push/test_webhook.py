@@ -16,8 +16,9 @@ from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.h2server import FakeRequest, FakeResponse, H2FakeServer
 from chinwag.fakes.tls import TestPKI, make_pki, server_ssl_context
 from chinwag.fakes.webhook import FakeWebhookReceiver, WebhookRecord
+from chinwag.push.base import Network
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
-from chinwag.push.webhook import WebhookSender, sign, webhook_body
+from chinwag.push.webhook import WebhookSender, WebhookSettings, sign, webhook_body
 
 T = TypeVar("T")
 SECRET = "s3cret-for-tests"
@@ -46,7 +47,8 @@ def run(
         fake = FakeWebhookReceiver(pki, secret=SECRET)
         await fake.start()
         sender = WebhookSender(
-            sender_secret, ca_file=pki.ca_file, allow_private=allow, timeout=timeout
+            settings=WebhookSettings(sender_secret),
+            network=Network(ca_file=pki.ca_file, allow_private=tuple(allow), timeout=timeout),
         )
         try:
             return await scenario(fake, sender)
@@ -179,7 +181,10 @@ def test_redirects_are_not_followed(pki: TestPKI) -> None:
     async def main() -> Outcome:
         server = H2FakeServer(redirecting, server_ssl_context(pki))
         await server.start()
-        sender = WebhookSender(SECRET, ca_file=pki.ca_file, allow_private=LOOPBACK)
+        sender = WebhookSender(
+            settings=WebhookSettings(SECRET),
+            network=Network(ca_file=pki.ca_file, allow_private=tuple(LOOPBACK)),
+        )
         try:
             return await sender.send(device(f"{server.url}/hook"), NOTE)
         finally:
@@ -208,7 +213,10 @@ def test_http1_only_receiver_gets_the_webhook(pki: TestPKI) -> None:
         context = server_ssl_context(pki, alpn=("http/1.1",))
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
         port = server.sockets[0].getsockname()[1]
-        sender = WebhookSender(SECRET, ca_file=pki.ca_file, allow_private=LOOPBACK)
+        sender = WebhookSender(
+            settings=WebhookSettings(SECRET),
+            network=Network(ca_file=pki.ca_file, allow_private=tuple(LOOPBACK)),
+        )
         try:
             url = f"https://127.0.0.1:{port}/hook?x=1"
             return [await sender.send(device(url), NOTE) for _ in range(2)]

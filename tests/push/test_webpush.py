@@ -19,6 +19,7 @@ from chinwag.config import ConfigError, WebPushSettings
 from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.tls import TestPKI, make_pki
 from chinwag.fakes.webpush import FakeWebPush, WebPushRecord
+from chinwag.push.base import Network
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
 from chinwag.push.webpush import WebPushSender, b64url_decode, webpush_payload
 
@@ -64,7 +65,10 @@ def run(
     async def main() -> T:
         fake = FakeWebPush(pki)
         await fake.start()
-        sender = WebPushSender(vapid, ca_file=pki.ca_file, allow_private=allow, timeout=timeout)
+        sender = WebPushSender(
+            settings=vapid,
+            network=Network(ca_file=pki.ca_file, allow_private=tuple(allow), timeout=timeout),
+        )
         try:
             return await scenario(fake, sender)
         finally:
@@ -238,7 +242,7 @@ def test_fake_refuses_a_push_without_vapid(pki: TestPKI) -> None:
 def test_unusable_vapid_key_is_a_config_error(tmp_path: Path) -> None:
     """A VAPID key that is missing or not P-256 fails loudly at construction."""
     with pytest.raises(ConfigError):
-        WebPushSender(WebPushSettings(tmp_path / "missing.pem", "mailto:x@example.com"))
+        WebPushSender(settings=WebPushSettings(tmp_path / "missing.pem", "mailto:x@example.com"))
     other = tmp_path / "p384.pem"
     other.write_bytes(
         ec.generate_private_key(ec.SECP384R1()).private_bytes(
@@ -248,7 +252,7 @@ def test_unusable_vapid_key_is_a_config_error(tmp_path: Path) -> None:
         )
     )
     with pytest.raises(ConfigError, match="P-256"):
-        WebPushSender(WebPushSettings(other, "mailto:x@example.com"))
+        WebPushSender(settings=WebPushSettings(other, "mailto:x@example.com"))
 
 
 def test_long_message_is_shortened_to_fit_one_push(pki: TestPKI, vapid: WebPushSettings) -> None:

@@ -22,8 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from chinwag.chat import verification
 from chinwag.chat.errors import Conflict, InvalidInput, NotFound
 from chinwag.chat.models import Device, User
-from chinwag.push.endpoints import check_endpoint
-from chinwag.push.model import Platform
+from chinwag.push.model import Platform, endpoint_refusal
 from chinwag.store.database import Database
 from chinwag.store.schema import devices
 
@@ -248,7 +247,7 @@ def delete_device(db: Database, user: User, device_id: int) -> None:
 def _https_url(url: str, allow_private: Sequence[str], *, field: str) -> str:
     if len(url) > MAX_URL_LENGTH:
         raise InvalidInput(f"URL longer than {MAX_URL_LENGTH} characters", field=field)
-    problem = check_endpoint(url, allow_private, resolve=False)
+    problem = endpoint_refusal(url, allow_private)
     if problem:
         raise InvalidInput(problem, field=field)
     return url

@@ -180,6 +180,7 @@ class _Stream:
 class _LeanH2Connection(h2.connection.H2Connection):
     """h2 walks every stream to count the open ones on each new stream, O(n) per request; we
     count our own and let h2's walk (which also forgets closed streams) run every 128th time.
+    h2 is pinned for this private method (see chinwag.push.h2pool).
     """
 
     def __init__(self, config: h2.config.H2Configuration, open_streams: Callable[[], int]) -> None:
@@ -188,6 +189,8 @@ class _LeanH2Connection(h2.connection.H2Connection):
         self._counts_since_walk = 0
 
     def _open_streams(self, remainder: int) -> int:
+        if remainder != 1:  # not the client's (odd) streams: h2's own count
+            return super()._open_streams(remainder)
         self._counts_since_walk += 1
         if self._counts_since_walk >= 128:
             self._counts_since_walk = 0

@@ -2,7 +2,8 @@
 
 One asyncio loop per worker process. Database calls are synchronous SQLAlchemy, so they run on one
 dedicated thread (one writer per process; SQLite wants no more); sends run as asyncio tasks on
-long-lived provider connections, up to ``max_in_flight`` at once per provider. Outcomes are
+long-lived provider connections, as many at once per provider as the dispatcher has slots for
+(``chinwag.push.slots``; CHINWAG_MAX_IN_FLIGHT). Outcomes are
 buffered and written in batches. Expansion and sending interleave, so the first devices of a huge
 group are notified while later ones are still being written.
 
@@ -20,7 +21,6 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,7 +44,6 @@ from chinwag.fanout.outbox import (
     expand_batch,
     release_outbox,
 )
-from chinwag.push.email import DEFAULT_POOL_SIZE as SMTP_SESSIONS
 from chinwag.push.model import Dispatcher, Outcome, OutcomeKind, Platform
 from chinwag.store.database import Database
 
@@ -62,12 +61,6 @@ class WorkerOptions:
     lease_seconds: float = 10.0
     heartbeat_every: float | None = None
     sweep_interval: float = 5.0
-    max_in_flight: int = 2000  # per provider
-    # Providers that send fewer at once than max_in_flight: a claim waiting for a slot would
-    # hold its lease idle, so no more are claimed than can be sent now (the SMTP session pool).
-    provider_slots: dict[str, int] = field(
-        default_factory=lambda: {Platform.EMAIL.value: SMTP_SESSIONS}
-    )
     claim_batch: int = 1000
     expand_batch: int = 1000
     max_expanding: int = 4
@@ -87,9 +80,6 @@ class WorkerOptions:
     @property
     def heartbeat_seconds(self) -> float:
         return self.heartbeat_every or self.lease_seconds / 3
-
-    def slots(self, platform: str) -> int:
-        return min(self.max_in_flight, self.provider_slots.get(platform, self.max_in_flight))
 
 
 def new_owner_id() -> str:
@@ -119,7 +109,6 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expanding: list[OutboxClaim] = []
         self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._per_platform: Counter[str] = Counter()
         self._results: list[tuple[ClaimedDelivery, Outcome | None]] = []
         self._last_flush = clock()
         self._changed_messages: set[int] = set()
@@ -212,6 +201,9 @@ class Worker:
                 self._expanding[index] = advanced
             progressed = True
             self._count("expanded", added)
+        # A send takes its provider's slot in its first step: let sends started by the last
+        # step take theirs, so that this claim is sized by what is really free.
+        await asyncio.sleep(0)
         room = self._claim_room()
         if any(room.values()):
             if self._results:
@@ -250,15 +242,16 @@ class Worker:
         return progressed
 
     def _claim_room(self) -> dict[str, int]:
-        """How many deliveries of each platform to claim now. Each provider has slots of its own
-        (a stalled provider fills only its own, the others keep being claimed), and a claim never
-        exceeds the free slots: a claimed row that waited for one would hold its lease idle.
-        A platform is claimed for once a quarter of its slots are free, in batches."""
+        """How many deliveries of each platform to claim now. Each provider has slots of its own,
+        kept by the dispatcher (a stalled provider fills only its own, the others keep being
+        claimed), and a claim never exceeds the free slots: a claimed row that waited for one
+        would hold its lease idle. A platform is claimed for once a quarter of its slots are
+        free, in batches."""
         opts = self.options
         room: dict[str, int] = {}
         for platform in Platform:
-            slots = opts.slots(platform.value)
-            free = slots - self._per_platform[platform.value]
+            slots = self.sender.slot_limit(platform)
+            free = self.sender.free_slots(platform)
             wanted = max(1, min(opts.claim_batch, slots) // 4)
             room[platform.value] = min(free, opts.claim_batch) if free >= wanted else 0
         return room
@@ -311,7 +304,6 @@ class Worker:
             return
         task = asyncio.create_task(self._send(item))
         self._in_flight[item.delivery_id] = task
-        self._per_platform[item.target.platform.value] += 1
 
     async def _send(self, item: ClaimedDelivery) -> None:
         try:
@@ -321,8 +313,6 @@ class Worker:
         except Exception as exc:  # a sender bug must never take the worker down
             log.exception("sender raised for delivery %s", item.delivery_id)
             outcome = Outcome(OutcomeKind.RETRY, reason=f"internal_error: {type(exc).__name__}")
-        finally:
-            self._per_platform[item.target.platform.value] -= 1
         self._results.append((item, outcome))
         self._in_flight.pop(item.delivery_id, None)
         self._wake.set()

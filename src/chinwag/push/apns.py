@@ -1,7 +1,8 @@
 """Apple Push Notification service: the HTTP/2 provider API with token (JWT) authentication.
 
 One ``ApnsSender`` per app (per ``ApnsSettings``). It keeps a few HTTP/2 connections open and
-multiplexes every notification over them as streams, at most ``max_in_flight`` at once.
+multiplexes every notification over them as streams, as many at once as its caller starts (the
+registry bounds them per provider).
 
 Provider tokens: Apple rejects a JWT older than an hour and answers TooManyProviderTokenUpdates
 to a provider that changes it more often than every 20 minutes, so one JWT per signing key is
@@ -13,33 +14,36 @@ stands as MISCONFIGURED (see ``chinwag.push.outcome``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import h2.exceptions
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chinwag.config import ApnsSettings
-from chinwag.push.endpoints import provider_ssl_context
-from chinwag.push.h2pool import H2Pool, H2Response, H2Unavailable
-from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
-from chinwag.push.outcome import classify_apns, connection_failure, parse_retry_after
+from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
+from chinwag.push.errors import TransportError
+from chinwag.push.h2pool import H2Pool, H2Response
+from chinwag.push.model import DeviceTarget, Notification, Outcome, Platform
+from chinwag.push.outcome import (
+    classify_apns,
+    classify_transport,
+    parse_retry_after,
+    refused_locally,
+)
+from chinwag.push.payload import fit_payload
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_REFRESH_AFTER = 40 * 60.0
 TOKEN_MIN_LIFETIME = 20 * 60.0
 EXPIRATION_SECONDS = 24 * 3600
-ELLIPSIS = "…"
 # Device tokens are 32 bytes today; Apple reserves the right to make them longer.
 _DEVICE_TOKEN = re.compile(r"[0-9a-fA-F]{64,200}")
 
@@ -138,19 +142,7 @@ PROVIDER_TOKENS = ProviderTokens()
 
 def apns_payload(notification: Notification) -> bytes:
     """The JSON payload, at most 4096 bytes: the preview is shortened (with "…") to fit."""
-    payload = _render(notification)
-    if len(payload) <= MAX_PAYLOAD_BYTES:
-        return payload
-    fitted = _shorten_preview(notification)
-    if fitted is not None:
-        return fitted
-    # Even an empty preview does not fit: the title or the sender's name is huge. Cap both.
-    capped = replace(
-        notification,
-        chat_title=_cut(notification.chat_title, 200),
-        sender_name=_cut(notification.sender_name, 100),
-    )
-    return _shorten_preview(capped) or _render(capped.with_preview(ELLIPSIS))
+    return fit_payload(notification, _render, MAX_PAYLOAD_BYTES)
 
 
 def _render(notification: Notification) -> bytes:
@@ -187,56 +179,35 @@ def _render_silent(notification: Notification) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _shorten_preview(notification: Notification) -> bytes | None:
-    """The longest preview prefix (plus "…") that fits, by binary search over characters."""
-    preview = notification.preview
-    low, high = 0, len(preview)  # invariant: a prefix of `low` characters fits
-    if len(_render(notification.with_preview(ELLIPSIS))) > MAX_PAYLOAD_BYTES:
-        return None
-    while low < high:
-        middle = (low + high + 1) // 2
-        candidate = notification.with_preview(_cut(preview, middle))
-        if len(_render(candidate)) <= MAX_PAYLOAD_BYTES:
-            low = middle
-        else:
-            high = middle - 1
-    return _render(notification.with_preview(_cut(preview, low)))
-
-
-def _cut(text: str, length: int) -> str:
-    if len(text) <= length:
-        return text
-    return text[:length].rstrip() + ELLIPSIS
-
-
 # --- the sender ------------------------------------------------------------------------------
 
 
-class ApnsSender:
-    """Sends to one app's devices (one APNs topic) over long-lived HTTP/2 connections."""
+class ApnsSender(BaseSender[ApnsSettings]):
+    """Sends to one app's devices (one APNs topic) over long-lived HTTP/2 connections.
+
+    ``tokens`` is the process's JWT cache unless a test brings its own (with its own clock).
+    """
 
     platform = Platform.APNS
 
     def __init__(
         self,
-        settings: ApnsSettings,
         *,
-        ca_file: Path | None = None,
-        max_in_flight: int = 500,
-        timeout: float = 10.0,
-        max_connections: int = 2,
+        settings: ApnsSettings,
+        network: Network = DEFAULT_NETWORK,
         tokens: ProviderTokens | None = None,
     ) -> None:
-        self.settings = settings
-        self.timeout = timeout
+        super().__init__(settings=settings, network=network)
         self._key = SigningKey.load(settings)
         self._tokens = tokens if tokens is not None else PROVIDER_TOKENS
-        context = provider_ssl_context(ca_file)
+        context = provider_ssl_context(network.ca_file)
         context.set_alpn_protocols(["h2"])
         self._pool = H2Pool(
-            settings.url, context, max_connections=max_connections, connect_timeout=timeout
+            settings.url,
+            context,
+            max_connections=network.max_connections,
+            connect_timeout=network.timeout,
         )
-        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @property
     def connections_opened(self) -> int:
@@ -245,14 +216,13 @@ class ApnsSender:
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
         if not _DEVICE_TOKEN.fullmatch(device.token):
             # Never put a malformed token into a URL path; Apple would say the same.
-            return Outcome(OutcomeKind.TOKEN_DEAD, reason="BadDeviceToken")
+            return refused_locally("BadDeviceToken")
         payload = apns_payload(notification)
-        async with self._in_flight:
+        token = self._tokens.current(self._key)
+        outcome = await self._post(device, notification, payload, token)
+        if outcome.reason == "ExpiredProviderToken" and self._tokens.expire(self._key, token):
             token = self._tokens.current(self._key)
             outcome = await self._post(device, notification, payload, token)
-            if outcome.reason == "ExpiredProviderToken" and self._tokens.expire(self._key, token):
-                token = self._tokens.current(self._key)
-                outcome = await self._post(device, notification, payload, token)
         return outcome
 
     async def aclose(self) -> None:
@@ -286,12 +256,8 @@ class ApnsSender:
                 time_limit=self.timeout,
                 unindexed=[("apns-id", device.delivery_id)],
             )
-        except H2Unavailable as exc:
-            return connection_failure(exc.reason)
-        except h2.exceptions.ProtocolError as exc:
-            return connection_failure(f"HTTP/2 protocol error: {exc}")
-        except OSError as exc:
-            return connection_failure(f"{type(exc).__name__}: {exc}")
+        except TransportError as error:
+            return classify_transport(error)
         return _outcome_of(response)
 
 

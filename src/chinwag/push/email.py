@@ -3,39 +3,39 @@
 ``smtp://user:pass@host:port`` upgrades with STARTTLS whenever the server offers it and refuses
 to send credentials without it; ``smtps://`` speaks TLS from the first byte. Opening an SMTP
 session costs several round trips (greeting, EHLO, STARTTLS, EHLO, AUTH), so sessions are kept
-in a small pool and reopened when the server drops them.
+in a small pool and reopened when the server drops them. The registry allows as many sends at
+once as the pool keeps sessions (``chinwag.push.slots.SMTP_SESSIONS``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import re
 import unicodedata
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
 from chinwag.config import ConfigError, SmtpSettings
-from chinwag.push.endpoints import provider_ssl_context
-from chinwag.push.model import (
-    DeviceTarget,
-    Notification,
-    NotificationKind,
-    Outcome,
-    OutcomeKind,
-    Platform,
+from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
+from chinwag.push.errors import NETWORK_ERRORS, ConnectionDropped, transport_error
+from chinwag.push.model import DeviceTarget, Notification, NotificationKind, Outcome, Platform
+from chinwag.push.outcome import (
+    SmtpStage,
+    classify_smtp,
+    classify_smtp_reply,
+    classify_transport,
+    refused_locally,
 )
-from chinwag.push.outcome import classify_smtp, connection_failure
 
 log = logging.getLogger(__name__)
 
-# Sessions kept open per sender; SMTP servers limit connections per client, so keep it small.
-DEFAULT_POOL_SIZE = 4
+# What breaks a session rather than answers a command (replies are SMTPResponseException, caught
+# before these): the network, and aiosmtplib's own session errors.
+_SESSION_FAILURES: tuple[type[BaseException], ...] = (*NETWORK_ERRORS, aiosmtplib.SMTPException)
 
 
 @dataclass(frozen=True)
@@ -104,26 +104,17 @@ def email_text(notification: Notification) -> str:
     return "\n".join(lines) + "\n"
 
 
-class EmailSender:
+class EmailSender(BaseSender[SmtpSettings]):
     platform = Platform.EMAIL
 
-    def __init__(
-        self,
-        settings: SmtpSettings,
-        ca_file: Path | None = None,
-        max_in_flight: int = DEFAULT_POOL_SIZE,
-        *,
-        timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, *, settings: SmtpSettings, network: Network = DEFAULT_NETWORK) -> None:
+        super().__init__(settings=settings, network=network)
         self.server = SmtpServer.parse(settings.url)
         self.email_from = settings.email_from
         self.envelope_from = email.utils.parseaddr(settings.email_from)[1]
         domain = self.envelope_from.rpartition("@")[2]
         self._message_id_domain = domain or "chinwag.invalid"
-        self._tls = provider_ssl_context(ca_file)
-        self._timeout = timeout
-        pool_size = max(1, min(max_in_flight, DEFAULT_POOL_SIZE))
-        self._slots = asyncio.Semaphore(pool_size)
+        self._tls = provider_ssl_context(network.ca_file)
         self._idle: list[aiosmtplib.SMTP] = []
         self.sessions_opened = 0
 
@@ -147,16 +138,15 @@ class EmailSender:
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
         address = device.token
         if "@" not in address or any(ch in address for ch in "\r\n<>,"):
-            return Outcome(OutcomeKind.TOKEN_DEAD, reason="invalid_address")
+            return refused_locally("invalid_address")
         try:
             message = self.message_for(device, notification)
         except (ValueError, TypeError):
-            return Outcome(OutcomeKind.TOKEN_DEAD, reason="invalid_address")
-        async with self._slots:
-            try:
-                return await self._deliver(message, address)
-            except _SessionRefused as refused:
-                return refused.outcome
+            return refused_locally("invalid_address")
+        try:
+            return await self._deliver(message, address)
+        except _SessionRefused as refused:
+            return refused.outcome
 
     async def _deliver(self, message: EmailMessage, address: str) -> Outcome:
         # A pooled session may have been closed by the server while idle: one fresh try then.
@@ -168,29 +158,27 @@ class EmailSender:
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 self._idle.append(session)
                 code = exc.recipients[0].code if exc.recipients else 550
-                return classify_smtp(code)
+                return classify_smtp_reply(code, SmtpStage.RECIPIENT)
             except aiosmtplib.SMTPResponseException as exc:
                 # 421 means the server is closing this session; anything else leaves it usable.
                 if exc.code == 421:
                     await _discard(session)
                 else:
                     self._idle.append(session)
-                return _refusal(exc)
+                return classify_smtp_reply(exc.code, _stage_of(exc))
             except aiosmtplib.SMTPNotSupported:
                 # e.g. an internationalised address and a server without SMTPUTF8.
                 self._idle.append(session)
-                return Outcome(OutcomeKind.REJECTED, reason="smtp_extension_unsupported")
-            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                return refused_locally("smtp_extension_unsupported")
+            except _SESSION_FAILURES as exc:
                 await _discard(session)
-                if from_pool:
+                error = transport_error(exc, detailed=False)
+                if from_pool and isinstance(error, ConnectionDropped):
                     continue
-                return connection_failure(type(exc).__name__)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                await _discard(session)
-                return connection_failure(type(exc).__name__)
+                return classify_transport(error)
             self._idle.append(session)
             return classify_smtp(250)
-        return connection_failure("disconnected")
+        return classify_transport(ConnectionDropped("disconnected"))
 
     async def _open(self) -> aiosmtplib.SMTP:
         server = self.server
@@ -200,7 +188,7 @@ class EmailSender:
             use_tls=server.implicit_tls,
             start_tls=False,
             tls_context=self._tls,
-            timeout=self._timeout,
+            timeout=self.network.timeout,
         )
         try:
             await session.connect()
@@ -211,21 +199,20 @@ class EmailSender:
                 elif server.username is not None:
                     await _discard(session)
                     log.error("smtp server %s offers no STARTTLS; refusing to log in", server.host)
-                    raise _SessionRefused(
-                        Outcome(OutcomeKind.MISCONFIGURED, reason="starttls_unavailable")
-                    )
+                    raise _SessionRefused(refused_locally("starttls_unavailable"))
             if server.username is not None and server.password is not None:
                 await session.login(server.username, server.password)
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _discard(session)
             log.error("smtp login to %s refused: %s", server.host, exc.code)
-            raise _SessionRefused(classify_smtp(exc.code)) from None
+            raise _SessionRefused(classify_smtp_reply(exc.code, SmtpStage.SESSION)) from None
         except aiosmtplib.SMTPResponseException as exc:
             await _discard(session)
-            raise _SessionRefused(classify_smtp(exc.code)) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise _SessionRefused(classify_smtp_reply(exc.code, SmtpStage.SESSION)) from None
+        except _SESSION_FAILURES as exc:
             await _discard(session)
-            raise _SessionRefused(connection_failure(type(exc).__name__)) from None
+            error = transport_error(exc, detailed=False)
+            raise _SessionRefused(classify_transport(error)) from None
         self.sessions_opened += 1
         return session
 
@@ -238,15 +225,15 @@ class EmailSender:
                 session.close()
 
 
-def _refusal(exc: aiosmtplib.SMTPResponseException) -> Outcome:
-    """Only a refused recipient means the address is dead; the stage decides whose fault it is."""
-    if exc.code >= 500 and isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        log.error("smtp server refuses our sender address: %s %s", exc.code, exc.message)
-        return Outcome(OutcomeKind.MISCONFIGURED, reason="smtp_sender_refused", status=exc.code)
-    if exc.code >= 500 and isinstance(exc, aiosmtplib.SMTPDataError):
-        # The message itself was refused (content policy, size): the mailbox may be fine.
-        return Outcome(OutcomeKind.REJECTED, reason="smtp_message_refused", status=exc.code)
-    return classify_smtp(exc.code)
+def _stage_of(exc: aiosmtplib.SMTPResponseException) -> SmtpStage:
+    """Which command a reply answered (``classify_smtp_reply`` decides whose fault it is)."""
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        if exc.code >= 500:
+            log.error("smtp server refuses our sender address: %s %s", exc.code, exc.message)
+        return SmtpStage.SENDER
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return SmtpStage.DATA
+    return SmtpStage.RECIPIENT
 
 
 async def _discard(session: aiosmtplib.SMTP) -> None:

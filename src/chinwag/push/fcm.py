@@ -18,17 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h2.exceptions
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chinwag.config import ConfigError, FcmSettings
-from chinwag.push.endpoints import provider_ssl_context
-from chinwag.push.h2pool import H2Pool, H2Response, H2Unavailable
+from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
+from chinwag.push.errors import TransportError, transport_error
+from chinwag.push.h2pool import H2Pool, H2Response
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
-from chinwag.push.outcome import classify_fcm, connection_failure, parse_retry_after
+from chinwag.push.outcome import (
+    OAUTH_BAD_RESPONSE,
+    classify_fcm,
+    classify_oauth,
+    classify_oauth_transport,
+    classify_transport,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,36 +112,32 @@ def fcm_message(device: DeviceTarget, notification: Notification) -> dict[str, A
     }
 
 
-class FcmSender:
+class FcmSender(BaseSender[FcmSettings]):
     """One FCM project (one service account); the registry keeps one per app."""
 
     platform = Platform.FCM
 
-    def __init__(
-        self,
-        settings: FcmSettings,
-        ca_file: Path | None = None,
-        max_in_flight: int = 500,
-        *,
-        timeout: float = 10.0,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, *, settings: FcmSettings, network: Network = DEFAULT_NETWORK) -> None:
+        super().__init__(settings=settings, network=network)
         self.account = ServiceAccount.load(settings.credentials)
-        self.timeout = timeout
         self._send_path = f"/v1/projects/{self.account.project_id}/messages:send"
-        context = provider_ssl_context(ca_file)
+        context = provider_ssl_context(network.ca_file)
         # Sends go through the h2 pool (httpx's HTTP/2 manages only a few hundred a second);
         # the rare token grant keeps httpx, since Google's token host is another origin.
         self._grant_client = httpx.AsyncClient(
-            http2=True, verify=context, timeout=httpx.Timeout(timeout)
+            http2=True, verify=context, timeout=httpx.Timeout(network.timeout)
         )
-        h2_context = provider_ssl_context(ca_file)
+        h2_context = provider_ssl_context(network.ca_file)
         h2_context.set_alpn_protocols(["h2"])
         try:
-            self._pool = H2Pool(settings.url, h2_context, connect_timeout=timeout)
+            self._pool = H2Pool(
+                settings.url,
+                h2_context,
+                max_connections=network.max_connections,
+                connect_timeout=network.timeout,
+            )
         except ValueError as exc:
             raise ConfigError(f"FCM url {settings.url!r}: {exc}") from None
-        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._token_lock = asyncio.Lock()
         self._signing_key = self.account.signing_key()
         self._access_token: str | None = None
@@ -150,22 +153,17 @@ class FcmSender:
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
         body = json.dumps(fcm_message(device, notification)).encode()
-        async with self._in_flight:
-            try:
-                token = await self._current_token()
+        try:
+            token = await self._current_token()
+            response = await self._post(body, token)
+            if response.status == 401:
+                # The token may have been revoked or expired early: one fresh token, once.
+                token = await self._current_token(stale=token)
                 response = await self._post(body, token)
-                if response.status == 401:
-                    # The token may have been revoked or expired early: one fresh token, once.
-                    token = await self._current_token(stale=token)
-                    response = await self._post(body, token)
-            except _GrantFailed as failure:
-                return failure.outcome
-            except H2Unavailable as exc:
-                return connection_failure(exc.reason)
-            except h2.exceptions.ProtocolError as exc:
-                return connection_failure(f"HTTP/2 protocol error: {exc}")
-            except OSError as exc:
-                return connection_failure(f"{type(exc).__name__}: {exc}")
+        except _GrantFailed as failure:
+            return failure.outcome
+        except TransportError as error:
+            return classify_transport(error)
         return _outcome_of(response)
 
     async def _post(self, body: bytes, token: str) -> H2Response:
@@ -216,10 +214,8 @@ class FcmSender:
                 self.account.token_uri,
                 data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
             )
-        except httpx.TimeoutException:
-            raise _GrantFailed(connection_failure("oauth_timeout")) from None
         except httpx.HTTPError as exc:
-            raise _GrantFailed(connection_failure(f"oauth_{type(exc).__name__}")) from None
+            raise _GrantFailed(classify_oauth_transport(transport_error(exc))) from None
         if response.status_code != 200:
             raise _GrantFailed(_grant_failure(response))
         try:
@@ -227,9 +223,7 @@ class FcmSender:
             token = str(answer["access_token"])
             expires_in = float(answer.get("expires_in", 3600))
         except (ValueError, KeyError, TypeError):
-            raise _GrantFailed(
-                Outcome(OutcomeKind.RETRY, reason="oauth_bad_response", status=200)
-            ) from None
+            raise _GrantFailed(OAUTH_BAD_RESPONSE) from None
         log.info("fcm access token granted for project %s", self.account.project_id)
         return token, time.time() + expires_in
 
@@ -246,16 +240,16 @@ def _refusal_hold(outcome: Outcome) -> float:
 
 
 def _grant_failure(response: httpx.Response) -> Outcome:
+    """Parse the token endpoint's refusal (RFC 6749 ``error``); ``classify_oauth`` decides."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-    if status == 429 or status >= 500:
-        return Outcome(OutcomeKind.RETRY, f"oauth_http_{status}", retry_after, status)
-    # 400 invalid_grant / 401 invalid_client: the service account is wrong; retrying won't help.
-    error = "oauth_error"
+    error: str | None = None
     with contextlib.suppress(ValueError, AttributeError):
-        error = f"oauth_{json.loads(response.content).get('error', 'error')}"
-    log.error("fcm token grant refused: HTTP %s %s", status, error)
-    return Outcome(OutcomeKind.MISCONFIGURED, error, None, status)
+        error = str(json.loads(response.content).get("error", "error"))
+    outcome = classify_oauth(status, error, retry_after)
+    if outcome.kind is OutcomeKind.MISCONFIGURED:
+        log.error("fcm token grant refused: HTTP %s %s", status, outcome.reason)
+    return outcome
 
 
 def _outcome_of(response: H2Response) -> Outcome:

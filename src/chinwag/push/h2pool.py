@@ -6,9 +6,10 @@ drives the sans-IO ``h2`` state machine from an ``asyncio.Protocol`` directly: a
 future, answers are matched to it by stream id, and every frame written in the same loop iteration
 leaves in a single write.
 
-Failures that are the connection's (refused by GOAWAY, reset, dropped, timed out, cannot connect)
-raise ``H2Unavailable`` with a short reason; the caller turns that into a RETRY outcome. Whatever
-the server answered, even an error status, is an ``H2Response``.
+Failures that are the connection's (refused by GOAWAY, reset, dropped, timed out, cannot connect,
+no HTTP/2 offered) raise one of the typed ``chinwag.push.errors.TransportError`` subclasses, never
+a library's exception; ``chinwag.push.outcome.classify_transport`` turns them into outcomes.
+Whatever the server answered, even an error status, is an ``H2Response``.
 """
 
 from __future__ import annotations
@@ -31,20 +32,23 @@ import h2.exceptions
 import h2.settings
 from hpack import Encoder, NeverIndexedHeaderTuple
 
+from chinwag.push.errors import (
+    ConnectFailed,
+    ConnectionDropped,
+    Goaway,
+    NoHttp2,
+    NoStream,
+    TransportError,
+    TransportTimeout,
+    transport_error,
+)
+
 log = logging.getLogger(__name__)
 
 # Our receive windows: large, so a burst of answers never waits for our WINDOW_UPDATEs.
 _RECEIVE_WINDOW = 2**24
 _FIRST_CONNECT_BACKOFF = 0.5
 _MAX_CONNECT_BACKOFF = 30.0
-
-
-class H2Unavailable(Exception):
-    """No answer, because of the connection rather than the server: the request may be re-sent."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,7 @@ class H2Pool:
         self._stream_freed = asyncio.Event()
         self._backoff = 0.0
         self._retry_connect_at = 0.0
-        self._connect_error = ""
+        self._connect_error: TransportError = ConnectFailed("connect failed")
         self._closed = False
 
     async def request(
@@ -119,10 +123,10 @@ class H2Pool:
                 async with asyncio.timeout(time_limit):
                     connection = await self._connection()
             except TimeoutError:
-                raise H2Unavailable("timeout waiting for a connection") from None
+                raise TransportTimeout("timeout waiting for a connection") from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise H2Unavailable("timeout")
+            raise TransportTimeout("timeout")
         block: list[tuple[bytes, bytes]] = [
             (b":method", method.encode()),
             (b":scheme", b"https"),
@@ -133,13 +137,16 @@ class H2Pool:
         block += [
             NeverIndexedHeaderTuple(name.encode(), value.encode()) for name, value in unindexed
         ]
-        exchange = connection.start(block, body)
+        try:
+            exchange = connection.start(block, body)
+        except (OSError, h2.exceptions.ProtocolError) as exc:
+            raise transport_error(exc) from None
         try:
             async with asyncio.timeout(remaining):
                 return await exchange.future
         except TimeoutError:
             connection.check_alive(self._connect_timeout)
-            raise H2Unavailable("timeout") from None
+            raise TransportTimeout("timeout") from None
         finally:
             if not exchange.future.done():
                 connection.cancel(exchange.stream_id)
@@ -169,7 +176,7 @@ class H2Pool:
     async def _connection(self) -> _ClientConnection:
         while True:
             if self._closed:
-                raise H2Unavailable("closed")
+                raise ConnectionDropped("closed")
             self._connections = [c for c in self._connections if c.usable]
             connection = self._free_connection()
             if connection is not None:
@@ -189,7 +196,8 @@ class H2Pool:
         """Open one connection; concurrent callers share the attempt."""
         if self._connecting is None:
             if time.monotonic() < self._retry_connect_at:
-                raise H2Unavailable(self._connect_error)
+                error = self._connect_error
+                raise type(error)(error.reason)
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
         task = self._connecting
         try:
@@ -211,38 +219,35 @@ class H2Pool:
                     server_hostname=self.host,
                 )
                 await connection.ready
-        except (OSError, TimeoutError, H2Unavailable) as exc:
+        except (OSError, TransportError) as exc:
             connection.close()
-            reason = exc.reason if isinstance(exc, H2Unavailable) else _describe(exc)
+            error = transport_error(exc)
             self._backoff = min(_MAX_CONNECT_BACKOFF, self._backoff * 2 or _FIRST_CONNECT_BACKOFF)
             self._retry_connect_at = time.monotonic() + self._backoff
-            self._connect_error = f"connect failed: {reason}"
+            # Whatever went wrong, it is a failed connect; NoHttp2 and TLS failures keep their type.
+            kind = type(error) if isinstance(error, ConnectFailed) else ConnectFailed
+            self._connect_error = kind(f"connect failed: {error.reason}")
             log.warning(
                 "cannot connect to %s:%s (%s); next try in %.1f s",
                 self.host,
                 self.port,
-                reason,
+                error.reason,
                 self._backoff,
             )
-            raise H2Unavailable(self._connect_error) from None
+            raise kind(self._connect_error.reason) from None
         self._backoff = 0.0
         self.connections_opened += 1
         self._connections.append(connection)
         return connection
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS verification failed: {exc.verify_message}"
-    return f"{type(exc).__name__}: {exc}"
-
-
 class _LeanH2Connection(h2.connection.H2Connection):
     """h2 counts open streams by walking all of them for every new stream: O(n) per request,
     a fifth of the sender's CPU at 500 in flight. We count our own streams; h2's walk, which
     also forgets closed streams, runs every 128th time only.
+
+    ``_open_streams`` is private to h2: pyproject.toml pins h2 to the tested range and
+    tests/push/test_h2_private.py fails if its name, signature or meaning changes.
     """
 
     def __init__(self, config: h2.config.H2Configuration, open_streams: Callable[[], int]) -> None:
@@ -252,6 +257,8 @@ class _LeanH2Connection(h2.connection.H2Connection):
         self._counts_since_walk = 0
 
     def _open_streams(self, remainder: int) -> int:
+        if remainder != 1:  # not our (odd, client-initiated) streams: h2's own count
+            return super()._open_streams(remainder)
         self._counts_since_walk += 1
         if self._counts_since_walk >= 128:
             self._counts_since_walk = 0
@@ -319,7 +326,7 @@ class _ClientConnection(asyncio.Protocol):
         self._transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
-            self._fail_ready(H2Unavailable("server did not agree to HTTP/2 (ALPN h2)"))
+            self._fail_ready(NoHttp2("server did not agree to HTTP/2 (ALPN h2)"))
             transport.close()
             return
         self._h2.initiate_connection()
@@ -330,7 +337,7 @@ class _ClientConnection(asyncio.Protocol):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._terminate(f"protocol error: {exc}")
+            self._terminate(ConnectionDropped(f"protocol error: {exc}"))
             return
         for event in events:
             self._dispatch(event)
@@ -341,8 +348,8 @@ class _ClientConnection(asyncio.Protocol):
         if self._ping_deadline is not None:
             self._ping_deadline.cancel()
             self._ping_deadline = None
-        self._fail_ready(H2Unavailable("connection closed during setup"))
-        self._fail_all("connection_lost")
+        self._fail_ready(ConnectionDropped("connection closed during setup"))
+        self._fail_all(ConnectionDropped("connection_lost"))
         self._on_stream_freed()  # requests waiting for a stream may now open a new connection
 
     # Requests
@@ -352,13 +359,13 @@ class _ClientConnection(asyncio.Protocol):
             stream_id = self._h2.get_next_available_stream_id()
             self._h2.send_headers(stream_id, headers, end_stream=not body)
         except h2.exceptions.TooManyStreamsError:
-            raise H2Unavailable("no free stream") from None  # the connection itself is fine
+            raise NoStream("no free stream") from None  # the connection itself is fine
         except h2.exceptions.NoAvailableStreamIDError:
             self.usable = False  # a billion streams: time for a fresh connection
-            raise H2Unavailable("stream ids exhausted") from None
+            raise NoStream("stream ids exhausted") from None
         except h2.exceptions.ProtocolError as exc:
             self.usable = False
-            raise H2Unavailable(f"cannot open stream: {exc}") from None
+            raise ConnectionDropped(f"cannot open stream: {exc}") from None
         exchange = _Exchange(stream_id, self._loop.create_future())
         self._exchanges[stream_id] = exchange
         if body:
@@ -395,7 +402,7 @@ class _ClientConnection(asyncio.Protocol):
         log.warning("HTTP/2 connection does not answer PING; abandoning it")
         if self._transport is not None:
             self._transport.abort()
-        self._fail_all("connection_lost")
+        self._fail_all(ConnectionDropped("connection_lost"))
 
     def close(self) -> None:
         self.usable = False
@@ -404,7 +411,7 @@ class _ClientConnection(asyncio.Protocol):
                 self._h2.close_connection()
             self._flush()
             self._transport.close()
-        self._fail_all("closed")
+        self._fail_all(ConnectionDropped("closed"))
 
     # Events
 
@@ -432,7 +439,8 @@ class _ClientConnection(asyncio.Protocol):
                 self._close_if_drained()
         elif isinstance(event, h2.events.StreamReset):
             assert event.stream_id is not None
-            self._fail(event.stream_id, f"stream reset ({_error_name(event.error_code)})")
+            reset = ConnectionDropped(f"stream reset ({_error_name(event.error_code)})")
+            self._fail(event.stream_id, reset)
         elif isinstance(event, h2.events.WindowUpdated):
             if self._unsent:
                 self._send_bodies()
@@ -455,8 +463,8 @@ class _ClientConnection(asyncio.Protocol):
         self.usable = False
         last = event.last_stream_id if event.last_stream_id is not None else 0
         for stream_id in [sid for sid in self._exchanges if sid > last]:
-            self._fail(stream_id, "goaway")
-        self._fail_ready(H2Unavailable("goaway during setup"))
+            self._fail(stream_id, Goaway("goaway"))
+        self._fail_ready(Goaway("goaway during setup"))
         self._close_if_drained()
 
     def _send_bodies(self) -> None:
@@ -474,20 +482,21 @@ class _ClientConnection(asyncio.Protocol):
                     )
             except h2.exceptions.ProtocolError:
                 self._unsent.pop(stream_id, None)
-                self._fail(stream_id, "stream closed while sending")
+                self._fail(stream_id, ConnectionDropped("stream closed while sending"))
                 continue
             if body:
                 self._unsent[stream_id] = body
             else:
                 del self._unsent[stream_id]
 
-    def _fail(self, stream_id: int, reason: str) -> None:
+    def _fail(self, stream_id: int, error: TransportError) -> None:
         self._unsent.pop(stream_id, None)
         exchange = self._exchanges.pop(stream_id, None)
         if exchange is None:
             return
         if not exchange.future.done():
-            exchange.future.set_exception(H2Unavailable(reason))
+            # One instance per stream: a raised exception carries its own traceback.
+            exchange.future.set_exception(type(error)(error.reason))
         self._on_stream_freed()
         self._close_if_drained()
 
@@ -496,22 +505,22 @@ class _ClientConnection(asyncio.Protocol):
         if not self.usable and not self._exchanges and self._transport is not None:
             self._transport.close()
 
-    def _fail_all(self, reason: str) -> None:
+    def _fail_all(self, error: TransportError) -> None:
         for stream_id in list(self._exchanges):
-            self._fail(stream_id, reason)
+            self._fail(stream_id, error)
 
-    def _fail_ready(self, exc: H2Unavailable) -> None:
+    def _fail_ready(self, exc: TransportError) -> None:
         if not self.ready.done():
             self.ready.set_exception(exc)
             self.ready.exception()  # retrieved here: nobody may be waiting any more
 
-    def _terminate(self, reason: str) -> None:
+    def _terminate(self, error: TransportError) -> None:
         self.usable = False
-        log.warning("HTTP/2 connection abandoned: %s", reason)
+        log.warning("HTTP/2 connection abandoned: %s", error.reason)
         self._flush()
         if self._transport is not None:
             self._transport.close()
-        self._fail_all(reason)
+        self._fail_all(error)
 
     # Output
 

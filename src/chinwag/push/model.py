@@ -8,10 +8,13 @@ the rest of a batch.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import urlsplit
 
 # Namespace for the stable per-(message, device) id. Fixed forever: changing it would make a
 # re-send after a crash look like a new notification to APNs.
@@ -126,8 +129,126 @@ class Sender(Protocol):
 
 
 class Dispatcher(Protocol):
-    """What the fan-out engine sends through: every platform, routed (see ``push.registry``)."""
+    """What the fan-out engine sends through: every platform, routed (see ``push.registry``).
+
+    It bounds the sends in flight per platform; ``free_slots`` says how many more would start
+    at once, so that the engine never claims a delivery that would wait idle for a slot.
+    """
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome: ...
 
+    def free_slots(self, platform: Platform) -> int: ...
+
+    def slot_limit(self, platform: Platform) -> int: ...
+
     async def aclose(self) -> None: ...
+
+
+# --- user-supplied endpoints (webhook URLs, Web Push endpoints): the rules without the network.
+# The domain checks a URL against them when a device is registered; the senders check again,
+# with the name resolved, before every request (``chinwag.push.endpoints``).
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Names that resolve to this machine on every resolver, refused even when we do not resolve.
+_LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """The parsed ``CHINWAG_ALLOW_PRIVATE_ENDPOINTS``: host names and networks."""
+
+    hosts: frozenset[str]
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def parse(cls, allow: Iterable[str]) -> Allowance:
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for entry in allow:
+            entry = entry.strip()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(frozenset(hosts), tuple(networks))
+
+    def allows_host(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.hosts
+
+    def allows_address(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.networks)
+
+
+def is_public(address: IPAddress) -> bool:
+    """False for every address a server of ours could be reached at from inside."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return is_public(address.ipv4_mapped)
+    return not (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or not address.is_global
+    )
+
+
+@dataclass(frozen=True)
+class ParsedEndpoint:
+    host: str
+    port: int
+    literal: IPAddress | None
+
+
+def parse_endpoint(url: str) -> ParsedEndpoint | str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "endpoint is not a valid URL"
+    if parts.scheme != "https":
+        return "endpoint must use https"
+    host = parts.hostname
+    if not host:
+        return "endpoint has no host"
+    if parts.username is not None or parts.password is not None:
+        return "endpoint must not carry credentials"
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    return ParsedEndpoint(host=host, port=port or 443, literal=literal)
+
+
+def address_refusal(host: str, addresses: Sequence[IPAddress], allowance: Allowance) -> str | None:
+    for address in addresses:
+        if not is_public(address) and not allowance.allows_address(address):
+            return f"endpoint host {host!r} is at non-public address {address}"
+    return None
+
+
+def precheck_endpoint(url: str, allowance: Allowance, resolve: bool) -> ParsedEndpoint | str | None:
+    """Everything decidable without DNS: an error, None (fine), or the endpoint to resolve."""
+    parsed = parse_endpoint(url)
+    if isinstance(parsed, str):
+        return parsed
+    if allowance.allows_host(parsed.host):
+        return None
+    if parsed.literal is not None:
+        return address_refusal(parsed.host, [parsed.literal], allowance)
+    name = parsed.host.lower().rstrip(".")
+    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+        return f"endpoint host {parsed.host!r} is this machine"
+    return parsed if resolve else None
+
+
+def endpoint_refusal(url: str, allow: Sequence[str]) -> str | None:
+    """Why ``url`` may never be a device's endpoint, from what the URL itself shows (no DNS);
+    None when it may."""
+    verdict = precheck_endpoint(url, Allowance.parse(allow), resolve=False)
+    return verdict if isinstance(verdict, str) else None

@@ -21,8 +21,10 @@ import datetime as dt
 import email.utils
 import math
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
+from chinwag.push.errors import TransportError
 from chinwag.push.model import Outcome, OutcomeKind
 
 DELIVERED = OutcomeKind.DELIVERED
@@ -132,6 +134,32 @@ SMTP_CODES: Mapping[int, OutcomeKind] = {
 }
 
 
+# SMTP: the stage of the dialogue a reply answers decides whose fault a 5xx is.
+
+
+class SmtpStage(StrEnum):
+    SESSION = "session"  # greeting, EHLO, STARTTLS, AUTH
+    SENDER = "sender"  # MAIL FROM
+    RECIPIENT = "recipient"  # RCPT TO
+    DATA = "data"  # the message itself
+
+
+# --- refused before asking the provider: what the sender saw in the device or the server ----
+
+LOCAL_REFUSALS: Mapping[str, OutcomeKind] = {
+    "BadDeviceToken": TOKEN_DEAD,  # an APNs token that is not hex: Apple would say the same
+    "invalid_subscription": TOKEN_DEAD,  # a Web Push subscription that can never be encrypted to
+    "invalid_address": TOKEN_DEAD,  # an email address no message can be addressed to
+    "endpoint_refused": REJECTED,  # the SSRF guard refused a webhook / Web Push endpoint
+    "starttls_unavailable": MISCONFIGURED,  # SMTP credentials would travel in clear text
+    "smtp_extension_unsupported": REJECTED,  # e.g. an internationalised address, no SMTPUTF8
+}
+
+# All a user learns (in last_error) when their own endpoint cannot be reached: refused, reset,
+# timed out and TLS failures look alike, so a webhook cannot be used to scan ports.
+UNREACHABLE = "endpoint unreachable"
+
+
 def classify_apns(status: int, reason: str | None, retry_after: float | None) -> Outcome:
     if status == 200:
         return Outcome(DELIVERED, status=status)
@@ -195,9 +223,43 @@ def classify_smtp(code: int) -> Outcome:
     return _outcome(kind, f"smtp_{code}", code, None)
 
 
-def connection_failure(reason: str) -> Outcome:
-    """Network errors, timeouts, TLS failures and GOAWAY resets: the request may be re-sent."""
-    return Outcome(RETRY, reason=reason)
+def classify_smtp_reply(code: int, stage: SmtpStage) -> Outcome:
+    """Only a refused recipient means the address is dead; the stage decides whose fault it is."""
+    if code >= 500 and stage is SmtpStage.SENDER:
+        return Outcome(MISCONFIGURED, reason="smtp_sender_refused", status=code)
+    if code >= 500 and stage is SmtpStage.DATA:
+        # The message itself was refused (content policy, size): the mailbox may be fine.
+        return Outcome(REJECTED, reason="smtp_message_refused", status=code)
+    return classify_smtp(code)
+
+
+def classify_oauth(status: int, error: str | None, retry_after: float | None) -> Outcome:
+    """A refused OAuth2 token grant (FCM's service-account exchange); 200 is not asked here."""
+    if status == 429 or status >= 500:
+        return Outcome(RETRY, f"oauth_http_{status}", retry_after, status)
+    # 400 invalid_grant / 401 invalid_client: the service account is wrong; retrying won't help.
+    return Outcome(MISCONFIGURED, f"oauth_{error or 'error'}", None, status)
+
+
+# A 200 from the token endpoint without a usable token: a proxy or an outage page, say.
+OAUTH_BAD_RESPONSE = Outcome(RETRY, reason="oauth_bad_response", status=200)
+
+
+def classify_oauth_transport(error: TransportError) -> Outcome:
+    return Outcome(RETRY, reason=f"oauth_{error.reason}")
+
+
+def classify_transport(error: TransportError, *, user_endpoint: bool = False) -> Outcome:
+    """Network errors, timeouts, TLS failures and GOAWAY resets: the request may be re-sent.
+
+    A user-supplied endpoint (webhook, Web Push) gets one reason for all of them.
+    """
+    return Outcome(RETRY, reason=UNREACHABLE if user_endpoint else error.reason)
+
+
+def refused_locally(reason: str) -> Outcome:
+    """A send the sender refused without asking the provider (``LOCAL_REFUSALS``)."""
+    return Outcome(LOCAL_REFUSALS[reason], reason=reason)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

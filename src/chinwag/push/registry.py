@@ -4,6 +4,9 @@ This is the one place the fan-out engine calls. It never raises for a device: an
 answers UNAVAILABLE (the delivery stays pending with a clear reason), a provider whose settings
 are present but broken answers MISCONFIGURED, and an unexpected exception inside a sender is
 logged with its traceback and answered RETRY, so one bug cannot stop a batch.
+
+It also owns the in-flight limit of each provider (``chinwag.push.slots``): every send holds a
+slot of its platform, and the engine asks ``free_slots`` before it claims deliveries.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from functools import cache, partial
 from prometheus_client import Counter, Gauge, Histogram
 
 from chinwag.config import ConfigError, PushSettings
+from chinwag.push.base import Network
 from chinwag.push.model import (
     DeviceTarget,
     Notification,
@@ -24,6 +28,7 @@ from chinwag.push.model import (
     Platform,
     Sender,
 )
+from chinwag.push.slots import ProviderSlots
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,14 @@ class _Broken:
 
 
 class Senders:
-    def __init__(self, senders: Mapping[tuple[Platform, str], Sender]) -> None:
+    def __init__(
+        self,
+        senders: Mapping[tuple[Platform, str], Sender],
+        *,
+        slots: ProviderSlots | None = None,
+    ) -> None:
         self._senders = dict(senders)
+        self.slots = slots if slots is not None else ProviderSlots.from_max_in_flight()
 
     @classmethod
     def from_settings(cls, push: PushSettings) -> Senders:
@@ -90,7 +101,7 @@ class Senders:
         from chinwag.push.apns import ApnsSender
         from chinwag.push.email import EmailSender
         from chinwag.push.fcm import FcmSender
-        from chinwag.push.webhook import WebhookSender
+        from chinwag.push.webhook import WebhookSender, WebhookSettings
         from chinwag.push.webpush import WebPushSender
 
         senders: dict[tuple[Platform, str], Sender] = {}
@@ -103,31 +114,24 @@ class Senders:
                 log.error("push provider %s for app %r is misconfigured: %s", platform, app, exc)
                 senders[(platform, app)] = _Broken(platform, f"misconfigured: {exc}")
 
-        ca, limit = push.ca_file, push.max_in_flight
+        network = Network(ca_file=push.ca_file, allow_private=push.allow_private_endpoints)
         for name, app in push.apps.items():
-            if app.apns is not None:
-                add(
-                    Platform.APNS,
-                    name,
-                    partial(ApnsSender, app.apns, ca_file=ca, max_in_flight=limit),
-                )
-            if app.fcm is not None:
-                add(
-                    Platform.FCM, name, partial(FcmSender, app.fcm, ca_file=ca, max_in_flight=limit)
-                )
-        if push.webpush is not None:
-            webpush = push.webpush
-            allow = push.allow_private_endpoints
-            add(Platform.WEBPUSH, _ANY_APP, lambda: WebPushSender(webpush, ca, allow, limit))
-        if push.smtp is not None:
-            smtp = push.smtp
-            add(Platform.EMAIL, _ANY_APP, lambda: EmailSender(smtp, ca, limit))
+            if (apns := app.apns) is not None:
+                add(Platform.APNS, name, partial(ApnsSender, settings=apns, network=network))
+            if (fcm := app.fcm) is not None:
+                add(Platform.FCM, name, partial(FcmSender, settings=fcm, network=network))
+        if (webpush := push.webpush) is not None:
+            add(
+                Platform.WEBPUSH, _ANY_APP, lambda: WebPushSender(settings=webpush, network=network)
+            )
+        if (smtp := push.smtp) is not None:
+            add(Platform.EMAIL, _ANY_APP, lambda: EmailSender(settings=smtp, network=network))
         # A webhook needs no credentials, so it is always on; unsigned without a secret.
         if push.webhook_secret is None:
             log.warning("CHINWAG_WEBHOOK_SECRET is not set: webhooks are sent unsigned")
-        secret, allow = push.webhook_secret, push.allow_private_endpoints
-        add(Platform.WEBHOOK, _ANY_APP, lambda: WebhookSender(secret, ca, allow, limit))
-        return cls(senders)
+        webhook = WebhookSettings(secret=push.webhook_secret)
+        add(Platform.WEBHOOK, _ANY_APP, lambda: WebhookSender(settings=webhook, network=network))
+        return cls(senders, slots=ProviderSlots.from_max_in_flight(push.max_in_flight))
 
     def sender_for(self, device: DeviceTarget) -> Sender | None:
         app = device.app if device.platform in _PER_APP else _ANY_APP
@@ -143,26 +147,34 @@ class Senders:
                 reason = f"{provider} is not configured"
             _sends(provider, OutcomeKind.UNAVAILABLE.value).inc()
             return Outcome(OutcomeKind.UNAVAILABLE, reason=reason)
-        in_flight = _in_flight(provider)
-        in_flight.inc()
-        started = time.perf_counter()
-        try:
-            outcome = await sender.send(device, notification)
-        except Exception:
-            log.exception(
-                "push sender %s failed on device %s (delivery %s)",
-                provider,
-                device.device_id,
-                device.delivery_id,
-            )
-            outcome = Outcome(OutcomeKind.RETRY, reason="internal_error")
-        finally:
-            in_flight.dec()
-            _send_seconds(provider).observe(time.perf_counter() - started)
+        async with self.slots[device.platform]:
+            in_flight = _in_flight(provider)
+            in_flight.inc()
+            started = time.perf_counter()
+            try:
+                outcome = await sender.send(device, notification)
+            except Exception:
+                log.exception(
+                    "push sender %s failed on device %s (delivery %s)",
+                    provider,
+                    device.device_id,
+                    device.delivery_id,
+                )
+                outcome = Outcome(OutcomeKind.RETRY, reason="internal_error")
+            finally:
+                in_flight.dec()
+                _send_seconds(provider).observe(time.perf_counter() - started)
         _sends(provider, outcome.kind.value).inc()
         if outcome.kind is OutcomeKind.TOKEN_DEAD:
             TOKEN_DEAD.labels(provider).inc()
         return outcome
+
+    def free_slots(self, platform: Platform) -> int:
+        """Sends of ``platform`` that would start now without waiting for a slot."""
+        return self.slots.free(platform)
+
+    def slot_limit(self, platform: Platform) -> int:
+        return self.slots.limit(platform)
 
     def configured(self) -> dict[str, list[str]]:
         """Platform -> apps served (``*`` for platforms that do not depend on the app)."""

@@ -7,25 +7,24 @@ redirects are never followed (a redirect could point anywhere the guard refused)
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from chinwag.push.endpoints import (
-    UNREACHABLE,
-    Allowance,
-    EndpointClient,
-    EndpointUnavailable,
-    resolve_endpoint,
+from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network
+from chinwag.push.endpoints import Allowance, EndpointClient, resolve_endpoint
+from chinwag.push.errors import TransportError
+from chinwag.push.model import DeviceTarget, Notification, Outcome, Platform
+from chinwag.push.outcome import (
+    classify_transport,
+    classify_webhook,
+    parse_retry_after,
+    refused_locally,
 )
-from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
-from chinwag.push.outcome import classify_webhook, connection_failure, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +47,26 @@ def webhook_body(device: DeviceTarget, notification: Notification) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode()
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """A webhook needs no credentials; ``secret`` (CHINWAG_WEBHOOK_SECRET) signs the body of
+    devices that have no key of their own. None: those go unsigned."""
+
+    secret: str | None = None
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class WebhookSender:
+class WebhookSender(BaseSender[WebhookSettings]):
     platform = Platform.WEBHOOK
 
-    def __init__(
-        self,
-        secret: str | None,
-        ca_file: Path | None = None,
-        allow_private: Sequence[str] = (),
-        max_in_flight: int = 500,
-        *,
-        timeout: float = 10.0,
-    ) -> None:
-        self._secret = secret
-        self._allowance = Allowance.parse(allow_private)
-        self._client = EndpointClient(ca_file, timeout=timeout)
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+    def __init__(self, *, settings: WebhookSettings, network: Network = DEFAULT_NETWORK) -> None:
+        super().__init__(settings=settings, network=network)
+        self._secret = settings.secret
+        self._allowance = Allowance.parse(network.allow_private)
+        self._client = EndpointClient(network)
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
         body = webhook_body(device, notification)
@@ -80,18 +79,17 @@ class WebhookSender:
         secret = device.secret or self._secret
         if secret is not None:
             headers.append((SIGNATURE_HEADER, sign(secret, body)))
-        async with self._in_flight:
-            endpoint = await resolve_endpoint(device.token, self._allowance)
-            if isinstance(endpoint, str):
-                # The detail (which address, does it resolve) is for operators only: shown to
-                # users in last_error it would map the network behind chinwag.
-                log.warning("webhook to device %s refused: %s", device.device_id, endpoint)
-                return Outcome(OutcomeKind.REJECTED, reason="endpoint_refused")
-            try:
-                response = await self._client.post(endpoint, headers, body)
-            except EndpointUnavailable as exc:
-                log.info("webhook to device %s unreachable: %s", device.device_id, exc.reason)
-                return connection_failure(UNREACHABLE)
+        endpoint = await resolve_endpoint(device.token, self._allowance)
+        if isinstance(endpoint, str):
+            # The detail (which address, does it resolve) is for operators only: shown to
+            # users in last_error it would map the network behind chinwag.
+            log.warning("webhook to device %s refused: %s", device.device_id, endpoint)
+            return refused_locally("endpoint_refused")
+        try:
+            response = await self._client.post(endpoint, headers, body)
+        except TransportError as error:
+            log.info("webhook to device %s unreachable: %s", device.device_id, error.reason)
+            return classify_transport(error, user_endpoint=True)
         retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
         return classify_webhook(response.status, retry_after)
 

@@ -7,15 +7,13 @@ the SSRF guard checks it before every request.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,15 +24,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chinwag.config import ConfigError, WebPushSettings
-from chinwag.push.endpoints import (
-    UNREACHABLE,
-    Allowance,
-    EndpointClient,
-    EndpointUnavailable,
-    resolve_endpoint,
+from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network
+from chinwag.push.endpoints import Allowance, EndpointClient, resolve_endpoint
+from chinwag.push.errors import TransportError
+from chinwag.push.model import DeviceTarget, Notification, Outcome, Platform
+from chinwag.push.outcome import (
+    classify_transport,
+    classify_webpush,
+    parse_retry_after,
+    refused_locally,
 )
-from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
-from chinwag.push.outcome import classify_webpush, connection_failure, parse_retry_after
+from chinwag.push.payload import fit_payload
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ VAPID_REUSE = 3600
 # Push services accept 4096 bytes of encrypted body; aes128gcm adds an 86-byte header, a
 # padding delimiter and a 16-byte tag to a single record.
 MAX_PLAINTEXT = 4096 - 86 - 1 - 16
-ELLIPSIS = "…"
 # RFC 8030 limits Topic to 32 characters of the URL-safe base64 alphabet.
 TOPIC_MAX = 32
 
@@ -88,25 +87,7 @@ class Subscription:
 
 def webpush_payload(notification: Notification) -> bytes:
     """The JSON the service worker receives, shortened (preview first) to fit one push message."""
-    payload = _render(notification)
-    if len(payload) <= MAX_PLAINTEXT:
-        return payload
-    if len(_render(notification.with_preview(ELLIPSIS))) > MAX_PLAINTEXT:
-        # Even an empty preview does not fit: the title or sender name is huge. Cap both.
-        notification = replace(
-            notification,
-            chat_title=_cut(notification.chat_title, 200),
-            sender_name=_cut(notification.sender_name, 100),
-        )
-    low, high = 0, len(notification.preview)  # invariant: a prefix of `low` characters fits
-    while low < high:
-        middle = (low + high + 1) // 2
-        candidate = notification.with_preview(_cut(notification.preview, middle))
-        if len(_render(candidate)) <= MAX_PLAINTEXT:
-            low = middle
-        else:
-            high = middle - 1
-    return _render(notification.with_preview(_cut(notification.preview, low)))
+    return fit_payload(notification, _render, MAX_PLAINTEXT)
 
 
 def _render(notification: Notification) -> bytes:
@@ -129,10 +110,6 @@ def _render(notification: Notification) -> bytes:
     if notification.badge is not None:
         payload["badge"] = notification.badge
     return json.dumps(payload, ensure_ascii=False).encode()
-
-
-def _cut(text: str, length: int) -> str:
-    return text if len(text) <= length else text[:length].rstrip() + ELLIPSIS
 
 
 def encrypt_for(subscription: Subscription, plaintext: bytes) -> bytes:
@@ -184,50 +161,41 @@ class Vapid:
         return f"vapid t={cached[0]}, k={self.public_key}"
 
 
-class WebPushSender:
+class WebPushSender(BaseSender[WebPushSettings]):
     platform = Platform.WEBPUSH
 
-    def __init__(
-        self,
-        settings: WebPushSettings,
-        ca_file: Path | None = None,
-        allow_private: Sequence[str] = (),
-        max_in_flight: int = 500,
-        *,
-        timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, *, settings: WebPushSettings, network: Network = DEFAULT_NETWORK) -> None:
+        super().__init__(settings=settings, network=network)
         self.vapid = Vapid(settings.vapid_private_key, settings.vapid_subject)
-        self._allowance = Allowance.parse(allow_private)
-        self._client = EndpointClient(ca_file, timeout=timeout)
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._allowance = Allowance.parse(network.allow_private)
+        self._client = EndpointClient(network)
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
         subscription = Subscription.parse(device.token)
         if subscription is None:
             # It can never be delivered to; deactivating it is the only useful answer.
-            return Outcome(OutcomeKind.TOKEN_DEAD, reason="invalid_subscription")
-        async with self._in_flight:
-            endpoint = await resolve_endpoint(subscription.endpoint, self._allowance)
-            if isinstance(endpoint, str):
-                # The detail (which address, does it resolve) is for operators only: shown to
-                # users in last_error it would map the network behind chinwag.
-                log.warning("web push to device %s refused: %s", device.device_id, endpoint)
-                return Outcome(OutcomeKind.REJECTED, reason="endpoint_refused")
-            body = encrypt_for(subscription, webpush_payload(notification))
-            headers = [
-                ("authorization", self.vapid.authorization(subscription.endpoint)),
-                ("content-encoding", "aes128gcm"),
-                ("content-type", "application/octet-stream"),
-                ("content-length", str(len(body))),
-                ("ttl", str(MESSAGE_TTL_SECONDS)),
-                ("urgency", "normal" if notification.is_silent else "high"),
-                ("topic", topic_for(notification.chat_id)),
-            ]
-            try:
-                response = await self._client.post(endpoint, headers, body)
-            except EndpointUnavailable as exc:
-                log.info("web push to device %s unreachable: %s", device.device_id, exc.reason)
-                return connection_failure(UNREACHABLE)
+            return refused_locally("invalid_subscription")
+        endpoint = await resolve_endpoint(subscription.endpoint, self._allowance)
+        if isinstance(endpoint, str):
+            # The detail (which address, does it resolve) is for operators only: shown to
+            # users in last_error it would map the network behind chinwag.
+            log.warning("web push to device %s refused: %s", device.device_id, endpoint)
+            return refused_locally("endpoint_refused")
+        body = encrypt_for(subscription, webpush_payload(notification))
+        headers = [
+            ("authorization", self.vapid.authorization(subscription.endpoint)),
+            ("content-encoding", "aes128gcm"),
+            ("content-type", "application/octet-stream"),
+            ("content-length", str(len(body))),
+            ("ttl", str(MESSAGE_TTL_SECONDS)),
+            ("urgency", "normal" if notification.is_silent else "high"),
+            ("topic", topic_for(notification.chat_id)),
+        ]
+        try:
+            response = await self._client.post(endpoint, headers, body)
+        except TransportError as error:
+            log.info("web push to device %s unreachable: %s", device.device_id, error.reason)
+            return classify_transport(error, user_endpoint=True)
         retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
         return classify_webpush(response.status, retry_after)
 
