@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, outbox
-from chinwag.store.states import DeliveryStatus, OutboxState
+from chinwag.store.states import OutboxState
 from chinwag.web.api import error_response
 
 HTTP_SECONDS = Histogram(
