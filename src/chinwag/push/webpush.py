@@ -22,10 +22,9 @@ from urllib.parse import urlsplit
 
 import http_ece
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chinwag.config import ConfigError, WebPushSettings
+from chinwag.config import WebPushSettings
 from chinwag.push.endpoints import (
     UNREACHABLE,
     Allowance,
@@ -35,6 +34,7 @@ from chinwag.push.endpoints import (
 )
 from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
 from chinwag.push.outcome import classify_webpush, connection_failure, parse_retry_after
+from chinwag.push.vapid import application_server_key, vapid_key_of
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +156,10 @@ def topic_for(chat_id: int) -> str:
 class Vapid:
     """The application server's identity: one P-256 key, one signed token per push service."""
 
-    def __init__(self, key_file: Path, subject: str) -> None:
-        try:
-            key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"VAPID key {str(key_file)!r} is unusable: {exc}") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-            raise ConfigError(f"VAPID key {str(key_file)!r} must be a P-256 EC key")
+    def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str) -> None:
         self._key = key
         self.subject = subject
-        self.public_key = b64url_encode(
-            key.public_key().public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-            )
-        )
+        self.public_key = application_server_key(key)
         self._tokens: dict[str, tuple[str, float]] = {}
 
     def authorization(self, endpoint: str) -> str:
@@ -196,7 +186,7 @@ class WebPushSender:
         *,
         timeout: float = 10.0,
     ) -> None:
-        self.vapid = Vapid(settings.vapid_private_key, settings.vapid_subject)
+        self.vapid = Vapid(vapid_key_of(settings), settings.vapid_subject)
         self._allowance = Allowance.parse(allow_private)
         self._client = EndpointClient(ca_file, timeout=timeout)
         self._in_flight = asyncio.Semaphore(max_in_flight)
