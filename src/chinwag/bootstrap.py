@@ -15,7 +15,7 @@ from chinwag.push.model import Dispatcher
 from chinwag.push.vapid import application_server_key, generate_vapid_pem, vapid_key_of
 from chinwag.store.database import Database
 from chinwag.store.migrate import upgrade
-from chinwag.store.server_keys import server_key
+from chinwag.store.server_keys import keep_server_key, read_server_key
 
 if TYPE_CHECKING:
     from chinwag.web import Services
@@ -55,7 +55,12 @@ def with_vapid_key(settings: Settings, db: Database) -> Settings:
     if webpush is None or webpush.vapid_private_key is not None:
         return settings
     if webpush.vapid_private_pem is None:
-        pem = server_key(db, VAPID_KEY_NAME, lambda: generate_vapid_pem().decode("ascii"))
+        pem = read_server_key(db, VAPID_KEY_NAME)
+        if pem is None:
+            candidate = generate_vapid_pem().decode("ascii")
+            pem = keep_server_key(db, VAPID_KEY_NAME, candidate)
+            if pem == candidate:  # another process may have stored its own first: that one
+                log.info("Web Push: generated the VAPID key, kept in the database (server_keys)")
         webpush = replace(webpush, vapid_private_pem=pem.encode("ascii"))
     return settings.with_overrides(push=replace(settings.push, webpush=webpush))
 

@@ -8,7 +8,6 @@ process (the losers included) goes on with the winner's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,11 +34,3 @@ def keep_server_key(db: Database, name: str, candidate: str) -> str:
             sa.select(server_keys.c.value).where(server_keys.c.name == name)
         ).scalar_one()
     return str(stored)
-
-
-def server_key(db: Database, name: str, generate: Callable[[], str]) -> str:
-    """The key named ``name``, generated (by ``generate``) and stored on first use."""
-    existing = read_server_key(db, name)
-    if existing is not None:
-        return existing
-    return keep_server_key(db, name, generate())

@@ -146,7 +146,8 @@ def test_service_worker_shows_a_push_and_its_click_opens_the_chat(
     browser: Any, live: LiveGateway, people: Api
 ) -> None:
     """A push delivered through DevTools is shown with the chat's title, the message's body and
-    the chat id; clicking it closes it and switches the open page to that chat."""
+    the chat id; a newer one replaces it, a silent "clear" closes it, and clicking one closes it
+    and switches the open page to that chat."""
     alice_api = people.user("alice", PASSWORD, display_name="Alice")
     people.user("bob", PASSWORD, display_name="Bob")
     lunch = alice_api.post("/v1/chats", json={"title": "Lunch", "members": ["bob"]}).json()
@@ -189,6 +190,26 @@ def test_service_worker_shows_a_push_and_its_click_opens_the_chat(
         "tag": f"chat-{lunch['id']}",
         "data": {"chat_id": lunch["id"], "message_id": 7},
     }
+
+    # A silent push of the same shape the sender sends when a message is read elsewhere or
+    # deleted withdraws only the notifications it names.
+    def push(data: dict[str, Any]) -> None:
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": live.url, "registrationId": registration_id(), "data": json.dumps(data)},
+        )
+
+    push({"type": "removal", "chat_id": lunch["id"], "message_id": 6})
+    push({"title": "Lunch", "body": "Alice: or sushi?", "chat_id": lunch["id"], "message_id": 8})
+    wait_until(
+        lambda: [n["data"]["message_id"] for n in bob.evaluate(SHOWN)] == [8],
+        20,
+        "the newer message to replace the older in the chat's one notification",
+    )
+    push({"type": "clear", "chat_id": lunch["id"], "message_id": 8, "badge": 0})
+    wait_until(lambda: bob.evaluate(SHOWN) == [], 20, "the read chat's notification to close")
+    push({"title": "Lunch", "body": "Alice: 12:30?", "chat_id": lunch["id"], "message_id": 9})
+    wait_until(lambda: len(bob.evaluate(SHOWN)) == 1, 20, "the next notification")
 
     # CDP cannot click a notification: the test dispatches the event the browser would, in the
     # service worker itself, so the worker's own notificationclick listener runs.

@@ -13,6 +13,17 @@ export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
 }
 
+// A browser whose push service is out of reach (offline, blocked) may never settle subscribe().
+const SUBSCRIBE_SECONDS = 20;
+
+function withinSeconds(seconds, promise, message) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), seconds * 1000);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 function keyBytes(base64url) {
   const base64 = base64url.replace(/-/g, "+").replace(/_/g, "/");
   const raw = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
@@ -64,10 +75,11 @@ export async function enableNotifications() {
     subscription = null;
   }
   if (!subscription) {
-    subscription = await ready.pushManager.subscribe({
+    const subscribing = ready.pushManager.subscribe({
       userVisibleOnly: true,
       applicationServerKey: keyBytes(publicKey),
     });
+    subscription = await withinSeconds(SUBSCRIBE_SECONDS, subscribing, "the browser's push service does not answer");
   }
   return register(subscription);
 }
