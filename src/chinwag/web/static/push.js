@@ -59,18 +59,28 @@ export async function notificationState() {
   return subscription ? "on" : "off";
 }
 
-// Call from a click: browsers show the permission prompt only for a user gesture.
-export async function enableNotifications() {
-  if (!pushSupported()) throw new Error("this browser cannot receive push notifications");
-  const permission = await Notification.requestPermission();
-  if (permission !== "granted") throw new Error("notifications are blocked for this site");
+async function forgetDevice() {
+  const deviceId = localStorage.getItem(DEVICE_KEY);
+  localStorage.removeItem(DEVICE_KEY);
+  if (!deviceId) return;
+  try {
+    await api.del(`/v1/devices/${deviceId}`);
+  } catch (err) {
+    // Revoked token or already removed: the unsubscribed endpoint answers 410 and the server
+    // deactivates the device at its next notification.
+  }
+}
+
+// The subscription for the server's current key, made if needed, registered as a device.
+async function subscribeAndRegister() {
   const [ready, { public_key: publicKey }] = await Promise.all([
     registration(),
     api.get("/v1/push/vapid-public-key"),
   ]);
   let subscription = await ready.pushManager.getSubscription();
   if (subscription && !sameKey(subscription.options && subscription.options.applicationServerKey, publicKey)) {
-    // Made for another key (the server's was replaced): its pushes would be refused.
+    // Made for another key (the operator replaced the server's): its pushes are refused.
+    await forgetDevice();
     await subscription.unsubscribe();
     subscription = null;
   }
@@ -84,26 +94,24 @@ export async function enableNotifications() {
   return register(subscription);
 }
 
+// Call from a click: browsers show the permission prompt only for a user gesture.
+export async function enableNotifications() {
+  if (!pushSupported()) throw new Error("this browser cannot receive push notifications");
+  const permission = await Notification.requestPermission();
+  if (permission !== "granted") throw new Error("notifications are blocked for this site");
+  return subscribeAndRegister();
+}
+
 // On every sign-in: a browser already subscribed stays registered to whoever uses it now
-// (registering is idempotent; a subscription the browser renewed replaces the old one).
+// (registering is idempotent), and is subscribed again if the server's key changed.
 export async function refreshNotifications() {
   if ((await notificationState()) !== "on") return;
-  const found = await navigator.serviceWorker.getRegistration("/");
-  await register(await found.pushManager.getSubscription());
+  await subscribeAndRegister();
 }
 
 // On sign-out: the device goes first (while the token still works), then the subscription.
 export async function disableNotifications() {
-  const deviceId = localStorage.getItem(DEVICE_KEY);
-  localStorage.removeItem(DEVICE_KEY);
-  if (deviceId) {
-    try {
-      await api.del(`/v1/devices/${deviceId}`);
-    } catch (err) {
-      // Revoked token or already removed: the unsubscribed endpoint answers 410 and the
-      // server deactivates the device at its next notification.
-    }
-  }
+  await forgetDevice();
   if (!pushSupported()) return;
   const found = await navigator.serviceWorker.getRegistration("/");
   const subscription = found && (await found.pushManager.getSubscription());
