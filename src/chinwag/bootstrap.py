@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from chinwag.config import ConfigError, Settings
+from chinwag.config import Settings
 from chinwag.fanout import Doorbell, RetryPolicy, Worker, WorkerOptions
 from chinwag.push.model import Dispatcher
 from chinwag.push.vapid import application_server_key, generate_vapid_pem, vapid_key_of
@@ -78,8 +78,7 @@ def vapid_public_key_source(settings: Settings, db: Database) -> Callable[[], st
         with lock:
             if not found:
                 loaded = with_vapid_key(settings, db).push.webpush
-                if loaded is None:  # pragma: no cover - checked above
-                    raise ConfigError("Web Push is off")
+                assert loaded is not None  # Web Push is on: checked above
                 found.append(application_server_key(vapid_key_of(loaded)))
             return found[0]
 

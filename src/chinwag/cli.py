@@ -190,7 +190,7 @@ def _live(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from chinwag.bootstrap import build_worker, open_database, with_vapid_key
     from chinwag.fanout import Doorbell
@@ -202,7 +202,7 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         try:
             settings = with_vapid_key(settings, db)
             break
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError) as exc:
             # Nothing can be sent without the database anyway: wait for it (or its migration).
             log.warning("cannot read the Web Push key yet (%s); retrying", type(exc).__name__)
             time.sleep(2)
