@@ -24,9 +24,7 @@ def pad(text: str) -> str:
 def test_unifiedpush_endpoint_registers_and_gets_the_message(
     db: Database, fakes: RunningFakes, padded: bool
 ) -> None:
-    """An ntfy-shaped endpoint (path and ?up=1 query) on a distributor the operator allowed is
-    registered as a webpush device and receives the encrypted, VAPID-signed message, padded
-    keys or not."""
+    """An ntfy-shaped endpoint on an allowed distributor registers and gets the message."""
     settings = zero_config_settings(db.url, fakes)  # the fakes' 127.0.0.1/32 is allowed
     server = LiveServer(web_services(settings, db))
     webpush = fakes.providers.webpush
@@ -63,8 +61,7 @@ def test_unifiedpush_endpoint_registers_and_gets_the_message(
 def test_private_distributor_needs_the_operators_allowance(
     db: Database, fakes: RunningFakes, endpoint: str, problem: str
 ) -> None:
-    """A distributor on a private network is refused at registration with a 422 naming the
-    endpoint field and the reason, unless CHINWAG_ALLOW_PRIVATE_ENDPOINTS names it."""
+    """A private-network distributor is a 422 on token.endpoint unless the operator allows it."""
     subscription = dict(fakes.run(fakes.providers.webpush.new_subscription), endpoint=endpoint)
     token = {"platform": "webpush", "token": subscription}
 

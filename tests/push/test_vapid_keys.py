@@ -50,8 +50,7 @@ def stored_keys(db: Database) -> list[str]:
 
 
 def test_key_is_generated_once_and_every_process_publishes_it(db: Database) -> None:
-    """Unconfigured, the first process generates a P-256 key into the database; a second process
-    on the same database (another Database handle) publishes the same public key."""
+    """The first process generates a key into the database; a second one publishes the same key."""
     settings = Settings.from_env({"CHINWAG_DATABASE_URL": db.url})
     assert settings.push.webpush is not None and settings.push.webpush.vapid_private_key is None
     first = published_key(settings, db)
@@ -70,8 +69,7 @@ def test_key_is_generated_once_and_every_process_publishes_it(db: Database) -> N
 
 
 def test_concurrent_generators_converge_on_one_key(db: Database) -> None:
-    """Eight processes proposing eight different keys at the same instant all end up with the
-    one that was stored first, and the table holds one row."""
+    """Eight processes proposing eight keys at one instant all keep the first stored; one row."""
     candidates = [generate_vapid_pem().decode() for _ in range(8)]
     kept: list[str] = []
     start = threading.Barrier(len(candidates))
@@ -99,8 +97,7 @@ def test_concurrent_generators_converge_on_one_key(db: Database) -> None:
 
 
 def test_explicit_key_file_wins(db: Database, tmp_path: Path) -> None:
-    """With CHINWAG_VAPID_PRIVATE_KEY the route publishes that file's key and nothing is
-    generated or stored."""
+    """CHINWAG_VAPID_PRIVATE_KEY wins: its key is published, nothing is generated or stored."""
     path = tmp_path / "vapid.pem"
     path.write_bytes(generate_vapid_pem())
     settings = Settings.from_env(
@@ -114,8 +111,7 @@ def test_explicit_key_file_wins(db: Database, tmp_path: Path) -> None:
 def test_unusable_key_file_is_a_503_and_web_push_off_is_a_404(
     db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A key file that is no key answers 503 (logged for the operator); a server built without
-    Web Push (no key source) answers 404; both in the contract's error shape."""
+    """An unusable key file is a logged 503; a server without Web Push answers 404."""
     path = tmp_path / "vapid.pem"
     path.write_text("not a key")
     settings = Settings.from_env(
@@ -136,8 +132,7 @@ def test_unusable_key_file_is_a_503_and_web_push_off_is_a_404(
 
 
 def test_route_is_public_and_declared_in_openapi(server: LiveServer) -> None:
-    """The key needs no token (it is public) and /openapi.json declares the route without
-    security, with its response schema."""
+    """The route needs no token and /openapi.json declares it without security."""
     document = server.client().get("/openapi.json").json()
     operation = document["paths"][ROUTE]["get"]
     assert "security" not in operation and "security" not in document  # no bearer wanted
@@ -175,9 +170,7 @@ def test_generated_key_is_never_printed(db: Database, caplog: pytest.LogCaptureF
 def test_push_signed_with_the_generated_key_reaches_the_strict_fake(
     db: Database, fakes: RunningFakes
 ) -> None:
-    """End to end with no VAPID setting: the browser subscribes with the published key (the
-    fake then refuses any other key), registers, a message is sent, and the worker's push,
-    signed with the generated key, is accepted and decrypted by the fake."""
+    """With no VAPID setting, a push signed with the generated key passes the strict fake."""
     settings = zero_config_settings(db.url, fakes)
     server = LiveServer(web_services(settings, db))
     try:

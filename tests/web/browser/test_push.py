@@ -104,9 +104,7 @@ def webpush_devices(db: Database) -> list[dict[str, Any]]:
 def test_enabling_notifications_subscribes_registers_and_a_message_arrives(
     browser: Any, live: LiveGateway, people: Api, fakes: RunningFakes
 ) -> None:
-    """A click on "Enable notifications" subscribes with the server's key, registers the
-    subscription as bob's webpush device, alice's message then reaches it at the fake, and
-    signing out deletes the device and unsubscribes the browser."""
+    """Enabled: subscribed with our key, registered, pushed to; sign-out undoes it."""
     alice_api = people.user("alice", PASSWORD, display_name="Alice")
     people.user("bob", PASSWORD, display_name="Bob")
     public_key = httpx.get(f"{live.url}{ROUTE}").json()["public_key"]
@@ -145,9 +143,7 @@ def test_enabling_notifications_subscribes_registers_and_a_message_arrives(
 def test_service_worker_shows_a_push_and_its_click_opens_the_chat(
     browser: Any, live: LiveGateway, people: Api
 ) -> None:
-    """A push delivered through DevTools is shown with the chat's title, the message's body and
-    the chat id; a newer one replaces it, a silent "clear" closes it, and clicking one closes it
-    and switches the open page to that chat."""
+    """The worker shows, replaces and clears pushes; a click opens the chat in the open page."""
     alice_api = people.user("alice", PASSWORD, display_name="Alice")
     people.user("bob", PASSWORD, display_name="Bob")
     lunch = alice_api.post("/v1/chats", json={"title": "Lunch", "members": ["bob"]}).json()
