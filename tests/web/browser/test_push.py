@@ -10,6 +10,7 @@ through the DevTools protocol (``ServiceWorker.deliverPushMessage``)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ SHOWN = """async () => {
 
 CLICK_FIRST = """async () => {
   const [notification] = await self.registration.getNotifications();
+  if (!notification) return false;
   self.dispatchEvent(new NotificationEvent("notificationclick", { notification }));
+  return true;
 }"""
 
 
@@ -163,7 +166,9 @@ def test_service_worker_shows_a_push_and_its_click_opens_the_chat(
     cdp.send("ServiceWorker.enable")
     # What push.js does before subscribing (the real subscribe needs a push service).
     bob.evaluate("navigator.serviceWorker.register('/sw.js', {scope: '/'}).then(() => true)")
-    bob.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    # A push reaches only an activated worker: the browser drops it while the worker activates.
+    activated = "navigator.serviceWorker.ready.then((r) => r.active && r.active.state)"
+    wait_until(lambda: bob.evaluate(activated) == "activated", 20, "the worker to activate")
 
     def registration_id() -> str | None:
         bob.evaluate("0")  # lets Playwright dispatch the CDP events received meanwhile
@@ -173,44 +178,61 @@ def test_service_worker_shows_a_push_and_its_click_opens_the_chat(
         return None
 
     wait_until(lambda: registration_id() is not None, 20, "the service worker's registration")
-    payload = {"title": "Lunch", "body": "Alice: Pizza?", "chat_id": lunch["id"], "message_id": 7}
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": live.url, "registrationId": registration_id(), "data": json.dumps(payload)},
-    )
-    wait_until(lambda: len(bob.evaluate(SHOWN)) == 1, 20, "the notification to be shown")
-    [shown] = bob.evaluate(SHOWN)
-    assert shown == {
-        "title": "Lunch",
-        "body": "Alice: Pizza?",
-        "tag": f"chat-{lunch['id']}",
-        "data": {"chat_id": lunch["id"], "message_id": 7},
-    }
 
-    # A silent push of the same shape the sender sends when a message is read elsewhere or
-    # deleted withdraws only the notifications it names.
     def push(data: dict[str, Any]) -> None:
         cdp.send(
             "ServiceWorker.deliverPushMessage",
             {"origin": live.url, "registrationId": registration_id(), "data": json.dumps(data)},
         )
 
-    push({"type": "removal", "chat_id": lunch["id"], "message_id": 6})
-    push({"title": "Lunch", "body": "Alice: or sushi?", "chat_id": lunch["id"], "message_id": 8})
-    wait_until(
-        lambda: [n["data"]["message_id"] for n in bob.evaluate(SHOWN)] == [8],
-        20,
-        "the newer message to replace the older in the chat's one notification",
+    def shown_ids() -> list[int]:
+        return [n["data"]["message_id"] for n in bob.evaluate(SHOWN)]
+
+    def push_until_shown(data: dict[str, Any]) -> None:
+        # Headless Chromium now and then loses a notification from getNotifications() right
+        # after showNotification() resolved (about one run in five, at any step, the worker's
+        # own log saying it was shown): deliver again, at most three times, before failing.
+        for _ in range(3):
+            push(data)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if shown_ids() == [data["message_id"]]:
+                    return
+                time.sleep(0.05)
+        raise AssertionError(f"no notification of message {data['message_id']}")
+
+    lunch_id = lunch["id"]
+    push_until_shown(
+        {"title": "Lunch", "body": "Alice: Pizza?", "chat_id": lunch_id, "message_id": 7}
     )
-    push({"type": "clear", "chat_id": lunch["id"], "message_id": 8, "badge": 0})
+    assert bob.evaluate(SHOWN) == [
+        {
+            "title": "Lunch",
+            "body": "Alice: Pizza?",
+            "tag": f"chat-{lunch_id}",
+            "data": {"chat_id": lunch_id, "message_id": 7},
+        }
+    ]
+    # The sender's silent payloads: a deletion of another message leaves it; a newer message
+    # replaces it (one notification per chat); reading up to the newest closes it.
+    push({"type": "removal", "chat_id": lunch_id, "message_id": 6})
+    push_until_shown(
+        {"title": "Lunch", "body": "Alice: sushi?", "chat_id": lunch_id, "message_id": 8}
+    )
+    push({"type": "clear", "chat_id": lunch_id, "message_id": 8, "badge": 0})
     wait_until(lambda: bob.evaluate(SHOWN) == [], 20, "the read chat's notification to close")
-    push({"title": "Lunch", "body": "Alice: 12:30?", "chat_id": lunch["id"], "message_id": 9})
-    wait_until(lambda: len(bob.evaluate(SHOWN)) == 1, 20, "the next notification")
+    nine = {"title": "Lunch", "body": "Alice: 12:30?", "chat_id": lunch_id, "message_id": 9}
+    push_until_shown(nine)
 
     # CDP cannot click a notification: the test dispatches the event the browser would, in the
     # service worker itself, so the worker's own notificationclick listener runs.
     [worker] = [w for w in bob.context.service_workers if w.url.endswith("/sw.js")]
-    worker.evaluate(CLICK_FIRST)
+    for _ in range(3):  # the same loss as above, between showing and clicking
+        if worker.evaluate(CLICK_FIRST):
+            break
+        push_until_shown(nine)
+    else:
+        raise AssertionError("no notification to click")
     expect(bob.locator("#chat-title")).to_have_text("Lunch")
     wait_until(lambda: bob.evaluate(SHOWN) == [], 20, "the clicked notification to close")
     assert bob.js_errors == []
