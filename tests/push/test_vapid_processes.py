@@ -26,6 +26,8 @@ def test_worker_waits_for_the_schema_then_generates_the_key(tmp_path: Path) -> N
         upgrade(db)
         wait_until(lambda: "generated the VAPID key" in worker.output(), 30, "the key")
         wait_until(lambda: "'webpush': ['*']" in worker.output(), 30, "Web Push configured")
+        # Its SIGTERM handler is installed once the worker runs: stop it only then.
+        wait_until(lambda: "started" in worker.output(), 30, "the worker to run")
         pem = read_server_key(db, VAPID_KEY_NAME)
         assert pem is not None
         assert len(application_server_key(load_vapid_key(pem.encode(), "test"))) == 87
