@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from chinwag import __version__
@@ -158,12 +159,22 @@ def _live(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from chinwag.bootstrap import build_worker, open_database
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from chinwag.bootstrap import build_worker, open_database, with_vapid_key
     from chinwag.fanout import Doorbell
     from chinwag.fanout.verification import VerificationMailer
     from chinwag.push.registry import Senders
 
     db = open_database(settings)
+    while True:
+        try:
+            settings = with_vapid_key(settings, db)
+            break
+        except (OperationalError, ProgrammingError) as exc:
+            # Nothing can be sent without the database anyway: wait for it (or its migration).
+            log.warning("cannot read the Web Push key yet (%s); retrying", type(exc).__name__)
+            time.sleep(2)
     senders = Senders.from_settings(settings.push)
     configured = senders.configured()
     log.info("providers configured: %s", configured or "none (deliveries will wait)")

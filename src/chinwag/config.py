@@ -17,6 +17,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,10 +280,18 @@ class AppSettings:
     fcm: FcmSettings | None = None
 
 
+# RFC 8292 wants a contact; push services accept any mailto: or https: URL. Set
+# CHINWAG_VAPID_SUBJECT in production (Apple's push service refuses a localhost address).
+DEFAULT_VAPID_SUBJECT = "mailto:chinwag@localhost"
+
+
 @dataclass(frozen=True)
 class WebPushSettings:
-    vapid_private_key: Path
-    vapid_subject: str
+    # None: the key chinwag generated and keeps in the database (see chinwag.bootstrap).
+    vapid_private_key: Path | None
+    vapid_subject: str = DEFAULT_VAPID_SUBJECT
+    # The generated key's PEM, filled in from the database at startup; never printed.
+    vapid_private_pem: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -488,14 +497,17 @@ def _fcm_from(values: Mapping[str, Any], where: str) -> FcmSettings | None:
     )
 
 
-def _webpush_from(env: Mapping[str, str]) -> WebPushSettings | None:
+def _webpush_from(env: Mapping[str, str]) -> WebPushSettings:
+    """Web Push is always on: without CHINWAG_VAPID_PRIVATE_KEY a key is generated once and kept
+    in the database; without CHINWAG_VAPID_SUBJECT the subject is CHINWAG_EMAIL_FROM's address."""
     key = env.get("CHINWAG_VAPID_PRIVATE_KEY")
     subject = env.get("CHINWAG_VAPID_SUBJECT")
-    if not key and not subject:
-        return None
-    if not key or not subject:
-        raise ConfigError("Web Push needs both CHINWAG_VAPID_PRIVATE_KEY and CHINWAG_VAPID_SUBJECT")
-    return WebPushSettings(vapid_private_key=Path(key), vapid_subject=subject)
+    if not subject:
+        address = parseaddr(env.get("CHINWAG_EMAIL_FROM") or "")[1]
+        subject = f"mailto:{address}" if "@" in address else DEFAULT_VAPID_SUBJECT
+    if not subject.startswith(("mailto:", "https:")):
+        raise ConfigError("CHINWAG_VAPID_SUBJECT must be a mailto: or https: URL")
+    return WebPushSettings(vapid_private_key=Path(key) if key else None, vapid_subject=subject)
 
 
 def _smtp_from(env: Mapping[str, str]) -> SmtpSettings | None:

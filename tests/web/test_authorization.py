@@ -3,21 +3,29 @@ so a route added without a case in CASES fails the first test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Api
+from tests.conftest import Api, LiveServer
 from tests.web.support import APNS_TOKEN, assert_error, chat_of
 
+from chinwag.bootstrap import vapid_public_key_source
 from chinwag.chat import accounts
+from chinwag.config import PushSettings, Settings, WebPushSettings
 from chinwag.store.database import Database
+from chinwag.web import Services
 from chinwag.web.api import Route
 from chinwag.web.app import declared_api
 
-PUBLIC = {("POST", "/v1/users"), ("POST", "/v1/tokens"), ("GET", "/healthz")}
+PUBLIC = {
+    ("POST", "/v1/users"),
+    ("POST", "/v1/tokens"),
+    ("GET", "/healthz"),
+    ("GET", "/v1/push/vapid-public-key"),  # a public key: pages fetch it before signing in
+}
 ROUTES = {(route.method, route.path): route for route in declared_api().routes}
 NONEXISTENT = 987_654_321
 
@@ -53,6 +61,23 @@ def fill(path: str, ids: Ids) -> str:
     return path
 
 
+@pytest.fixture
+def server(db: Database, rung: list[int]) -> Iterator[LiveServer]:
+    """The conftest's server with Web Push on, as from the environment (a generated key), so
+    that the key route answers here like every other route."""
+    push = PushSettings(webpush=WebPushSettings(vapid_private_key=None))
+    settings = Settings(database_url=db.url, stream_heartbeat_seconds=0.5, push=push)
+    services = Services(
+        settings,
+        db,
+        ring_doorbell=rung.append,
+        vapid_public_key=vapid_public_key_source(settings, db),
+    )
+    live = LiveServer(services)
+    yield live
+    live.stop()
+
+
 # Every route, called successfully by bob, a member (not the creator) of the chat.
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/users"): Case(lambda i: {"username": "zed", "password": "p" * 8}),
@@ -85,6 +110,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/devices/<device_id:int>/verify"): Case(lambda i: {"code": "123456"}),
     ("PUT", "/v1/me/password"): Case(lambda i: {"old_password": "p" * 8, "new_password": "p" * 8}),
     ("DELETE", "/v1/tokens/current"): Case(),
+    ("GET", "/v1/push/vapid-public-key"): Case(),
 }
 
 # Routes that name an object the caller must be allowed to see (a chat, a message, a device).
@@ -140,7 +166,7 @@ def test_every_declared_route_is_in_the_matrix() -> None:
 
 
 def test_anonymous_gets_401_on_every_private_route(api: Api, world: World) -> None:
-    """Without a token every route but sign-up, sign-in and healthz answers 401."""
+    """Without a token every route but sign-up, sign-in, healthz and the VAPID key answers 401."""
     wrong: list[object] = []
     for key, route in ROUTES.items():
         response = call(api.anonymous, route, world.for_bob)

@@ -3,6 +3,11 @@
 ``new_subscription()`` plays the browser: it creates the user agent's P-256 key pair and auth
 secret and returns the subscription object a page would hand to chinwag. Every push is decrypted
 with that key, so a test sees exactly what the browser's service worker would see.
+
+Like a real push service, a subscription made for an application server key (the
+``applicationServerKey`` a page passes to ``PushManager.subscribe``) accepts only pushes whose
+VAPID ``k=`` is that key (403 otherwise). Its endpoint's path may have any shape (``path``):
+``/push/<id>`` by default, or e.g. ntfy's UnifiedPush ``/upAbCdEf?up=1``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class WebPushRecord:
 class _UserAgent:
     private_key: ec.EllipticCurvePrivateKey
     auth: bytes
+    application_server_key: str | None = None
 
 
 class FakeWebPush:
@@ -72,16 +78,25 @@ class FakeWebPush:
     async def stop(self) -> None:
         await self.server.stop()
 
-    def new_subscription(self) -> dict[str, Any]:
-        """What ``PushManager.subscribe()`` gives a page: endpoint plus the agent's keys."""
-        subscription_id = secrets.token_urlsafe(16)
-        agent = _UserAgent(ec.generate_private_key(ec.SECP256R1()), os.urandom(16))
-        self._agents[subscription_id] = agent
+    def new_subscription(
+        self, application_server_key: str | None = None, *, path: str | None = None
+    ) -> dict[str, Any]:
+        """What ``PushManager.subscribe()`` gives a page: endpoint plus the agent's keys.
+
+        With ``application_server_key`` (base64url) only pushes signed by that VAPID key are
+        accepted; ``path`` (path and query, e.g. ``/upAbCdEf?up=1``) replaces ``/push/<id>``."""
+        path = path or f"/push/{secrets.token_urlsafe(16)}"
+        if not path.startswith("/") or path == "/subscriptions" or path in self._agents:
+            raise ValueError(f"cannot make a subscription at {path!r}")
+        agent = _UserAgent(
+            ec.generate_private_key(ec.SECP256R1()), os.urandom(16), application_server_key
+        )
+        self._agents[path] = agent
         public = agent.private_key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
         return {
-            "endpoint": f"{self.url}/push/{subscription_id}",
+            "endpoint": f"{self.url}{path}",
             "keys": {"p256dh": _b64(public), "auth": _b64(agent.auth)},
         }
 
@@ -96,17 +111,15 @@ class FakeWebPush:
             # Lets a process other than the fake's own play the browser (demo, benchmarks).
             body = json.dumps(self.new_subscription()).encode()
             return FakeResponse(201, {"content-type": "application/json"}, body)
-        if not request.path.startswith("/push/"):
-            return _error(404, "unknown path")
         endpoint = f"{self.url}{request.path}"
-        agent = self._agents.get(request.path.removeprefix("/push/"))
+        agent = self._agents.get(request.path)
         if agent is None:
             return _error(404, "no such subscription")
         if endpoint in self.dead_tokens:
             return _error(410, "subscription expired")
         if request.method != "POST":
             return _error(405, "POST required")
-        problem = self._vapid_problem(request.headers.get("authorization", ""))
+        problem = self._vapid_problem(request.headers.get("authorization", ""), agent)
         if problem is not None:
             return _error(401 if problem.startswith("missing") else 403, problem)
         headers = request.headers
@@ -134,11 +147,15 @@ class FakeWebPush:
         message_id = secrets.token_urlsafe(12)
         return FakeResponse(201, {"location": f"{self.url}/message/{message_id}"})
 
-    def _vapid_problem(self, authorization: str) -> str | None:
+    def _vapid_problem(self, authorization: str, agent: _UserAgent) -> str | None:
         match = _VAPID.match(authorization.strip())
         if match is None:
             return "missing or malformed VAPID authorization"
         token, key = match.groups()
+        expected = agent.application_server_key
+        if expected is not None and _unb64(key) != _unb64(expected):
+            # What FCM and Mozilla answer: the subscription belongs to another server's key.
+            return "VAPID key differs from the subscription's applicationServerKey"
         try:
             public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _unb64(key))
             claims = jwt.decode(

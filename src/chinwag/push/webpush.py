@@ -14,16 +14,14 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import http_ece
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chinwag.config import ConfigError, WebPushSettings
+from chinwag.config import WebPushSettings
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network
 from chinwag.push.endpoints import Allowance, EndpointClient, resolve_endpoint
 from chinwag.push.errors import TransportError
@@ -35,6 +33,7 @@ from chinwag.push.outcome import (
     refused_locally,
 )
 from chinwag.push.payload import fit_payload
+from chinwag.push.vapid import application_server_key, vapid_key_of
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +51,6 @@ TOPIC_MAX = 32
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def b64url_encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -133,20 +128,10 @@ def topic_for(chat_id: int) -> str:
 class Vapid:
     """The application server's identity: one P-256 key, one signed token per push service."""
 
-    def __init__(self, key_file: Path, subject: str) -> None:
-        try:
-            key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"VAPID key {str(key_file)!r} is unusable: {exc}") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-            raise ConfigError(f"VAPID key {str(key_file)!r} must be a P-256 EC key")
+    def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str) -> None:
         self._key = key
         self.subject = subject
-        self.public_key = b64url_encode(
-            key.public_key().public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-            )
-        )
+        self.public_key = application_server_key(key)
         self._tokens: dict[str, tuple[str, float]] = {}
 
     def authorization(self, endpoint: str) -> str:
@@ -166,7 +151,7 @@ class WebPushSender(BaseSender[WebPushSettings]):
 
     def __init__(self, *, settings: WebPushSettings, network: Network = DEFAULT_NETWORK) -> None:
         super().__init__(settings=settings, network=network)
-        self.vapid = Vapid(settings.vapid_private_key, settings.vapid_subject)
+        self.vapid = Vapid(vapid_key_of(settings), settings.vapid_subject)
         self._allowance = Allowance.parse(network.allow_private)
         self._client = EndpointClient(network)
 

@@ -224,3 +224,14 @@ device_verifications = sa.Table(
     sa.Column("sent_at", sa.Float, nullable=True),
     sa.Index("ix_device_verifications_status_next_attempt_at", "status", "next_attempt_at"),
 )
+
+# Keys chinwag generates for itself, once per deployment, shared by every process through the
+# database (the VAPID key of Web Push when CHINWAG_VAPID_PRIVATE_KEY is unset). Written only by
+# an insert that keeps the first row: two processes starting at once end up with one key.
+server_keys = sa.Table(
+    "server_keys",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

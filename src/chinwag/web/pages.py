@@ -43,6 +43,12 @@ def mount_pages(app: bottle.Bottle) -> None:
             raise bottle.HTTPError(404, f"no file {name}")
         return _static(name)
 
+    def service_worker() -> bottle.HTTPResponse:
+        # Served from the root, not /static/, so that its scope is the whole app: a worker's
+        # scope may not reach above its script's directory (without Service-Worker-Allowed).
+        return _static("sw.js")
+
     app.route("/", "GET", client)
+    app.route("/sw.js", "GET", service_worker)
     app.route("/admin", "GET", operator)
     app.route("/static/<name:path>", "GET", asset)

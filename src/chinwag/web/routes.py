@@ -12,9 +12,10 @@ from chinwag import __version__
 from chinwag.chat import accounts, chats, devices, messages, ratelimit, verification
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Device, Message, User
+from chinwag.config import ConfigError
 from chinwag.web import schemas as s
 from chinwag.web.addresses import client_address, rate_subject, trusted_networks
-from chinwag.web.api import Api, RequestContext
+from chinwag.web.api import Api, HttpError, RequestContext
 
 log = logging.getLogger("chinwag.web")
 
@@ -223,6 +224,26 @@ def list_devices(ctx: RequestContext) -> s.DeviceList:
 )
 def delete_device(ctx: RequestContext, device_id: int) -> None:
     devices.delete_device(ctx.services.db, ctx.member, device_id)
+
+
+@api.route(
+    "GET",
+    "/v1/push/vapid-public-key",
+    summary="The key browsers subscribe to Web Push with (public: it is a public key)",
+    response=s.VapidPublicKey,
+    auth=False,
+    errors=(404, 503),
+    tag="devices",
+)
+def vapid_public_key(ctx: RequestContext) -> s.VapidPublicKey:
+    try:
+        key = ctx.services.vapid_public_key()
+    except ConfigError as exc:
+        log.error("the VAPID key is unusable: %s", exc)
+        raise HttpError(503, "unavailable", "Web Push is misconfigured on this server") from None
+    if key is None:
+        raise HttpError(404, "not_found", "Web Push is off on this server")
+    return s.VapidPublicKey(public_key=key)
 
 
 # --- chats --------------------------------------------------------------------------------------

@@ -110,6 +110,13 @@ class DeviceOut(Response):
     )
 
 
+class VapidPublicKey(Response):
+    public_key: str = Field(
+        description="The server's VAPID public key (base64url of the uncompressed P-256 point): "
+        "pass it as applicationServerKey to PushManager.subscribe()"
+    )
+
+
 class VerifyDevice(RequestBody):
     code: str = Field(min_length=1, max_length=16, examples=["123456"])
 

@@ -4,6 +4,13 @@
 import { ApiError, api, savedToken, saveToken } from "./api.js";
 import { DeliveryPanel } from "./deliveries.js";
 import { Live } from "./live.js";
+import {
+  disableNotifications,
+  enableNotifications,
+  notificationState,
+  onOpenChat,
+  refreshNotifications,
+} from "./push.js";
 import { TypingAnnouncer, TypingIndicator } from "./typing.js";
 
 const PAGE = 30;
@@ -82,9 +89,14 @@ async function signUp() {
   }
 }
 
-function signOut() {
-  saveToken(null);
+async function signOut() {
   if (state.live) state.live.stop();
+  try {
+    await disableNotifications(); // this browser stops notifying the account it signed out of
+  } catch (err) {
+    // Sign-out never waits on the push service.
+  }
+  saveToken(null);
   location.reload();
 }
 
@@ -120,6 +132,50 @@ async function enter(user) {
   });
   state.announcer = new TypingAnnouncer((chatId) => state.live.sendTyping(chatId));
   state.live.start();
+  refreshNotifications().catch(() => {}).finally(showNotificationState);
+  openChatInLocation();
+}
+
+// --- browser notifications (push.js, sw.js) -----------------------------------------------------
+
+const NOTIFY_TEXT = {
+  on: "Notifications on",
+  off: "Enable notifications",
+  denied: "Notifications blocked",
+  unsupported: "No notifications here",
+};
+
+async function showNotificationState() {
+  const button = $("toggle-notifications");
+  let current = "unsupported";
+  try {
+    current = await notificationState();
+  } catch (err) {
+    current = "off";
+  }
+  button.dataset.state = current;
+  button.textContent = NOTIFY_TEXT[current];
+  button.disabled = current === "unsupported" || current === "denied";
+  button.title = current === "on" ? "Click to stop this browser's notifications" : "";
+}
+
+async function toggleNotifications() {
+  showError("chat-error", null);
+  const button = $("toggle-notifications");
+  button.disabled = true;
+  try {
+    if (button.dataset.state === "on") await disableNotifications();
+    else await enableNotifications();
+  } catch (err) {
+    showError("chat-error", err);
+  }
+  await showNotificationState();
+}
+
+// A clicked notification opens /#chat=<id> (or, with the app open, asks the page to switch).
+function openChatInLocation() {
+  const wanted = /^#chat=(\d+)$/.exec(location.hash);
+  if (wanted && state.me) openChat(Number(wanted[1]));
 }
 
 // --- chats ----------------------------------------------------------------------------------------
@@ -536,6 +592,11 @@ function wire() {
   $("auth-form").addEventListener("submit", signIn);
   $("sign-up").addEventListener("click", signUp);
   $("sign-out").addEventListener("click", signOut);
+  $("toggle-notifications").addEventListener("click", toggleNotifications);
+  onOpenChat((chatId) => {
+    if (state.me) openChat(chatId);
+  });
+  window.addEventListener("hashchange", openChatInLocation);
   $("new-chat-form").addEventListener("submit", createChat);
   $("composer").addEventListener("submit", send);
   $("composer-body").addEventListener("input", () => {
