@@ -92,8 +92,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CHINWAG_APNS_URL", "text", "https://api.push.apple.com", "APNs base URL"),
     Setting("CHINWAG_FCM_CREDENTIALS", "path", None, "Google service-account JSON file"),
     Setting("CHINWAG_FCM_URL", "text", "https://fcm.googleapis.com", "FCM base URL"),
-    Setting("CHINWAG_VAPID_PRIVATE_KEY", "path", None, "Web Push VAPID key (PEM file)"),
-    Setting("CHINWAG_VAPID_SUBJECT", "text", None, "Web Push VAPID `mailto:` subject"),
+    Setting(
+        "CHINWAG_VAPID_PRIVATE_KEY",
+        "path",
+        None,
+        "Web Push VAPID key (P-256 PEM file)",
+        shown='generated once and kept in the database (see "Web Push keys and UnifiedPush")',
+    ),
+    Setting(
+        "CHINWAG_VAPID_SUBJECT",
+        "text",
+        None,
+        "the contact in every VAPID token: `mailto:` or `https:` URL",
+        shown="`mailto:` + the address of `CHINWAG_EMAIL_FROM` when set, "
+        "else `mailto:chinwag@localhost`",
+    ),
     Setting("CHINWAG_SMTP_URL", "text", None, "`smtp://user:pass@host:port` or `smtps://`"),
     Setting("CHINWAG_EMAIL_FROM", "text", None, "sender of notification emails"),
     Setting(
