@@ -22,8 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from chinwag.chat import verification
 from chinwag.chat.errors import Conflict, InvalidInput, NotFound
 from chinwag.chat.models import Device, User
-from chinwag.push.model import PayloadMode, Platform, endpoint_refusal
-from chinwag.push.sealed import parse_key
+from chinwag.push.model import PayloadMode, Platform, endpoint_refusal, parse_key
 from chinwag.store.database import Database
 from chinwag.store.schema import devices
 

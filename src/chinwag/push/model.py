@@ -8,6 +8,8 @@ the rest of a batch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import uuid
 from collections.abc import Iterable, Sequence
@@ -51,6 +53,27 @@ class PayloadMode(StrEnum):
 
 # The alert text a minimal or encrypted device shows when it shows nothing better.
 GENERIC_ALERT = "New message"
+# An encrypted device's AES-256-GCM key (chinwag.push.sealed seals with it).
+KEY_BYTES = 32
+
+
+def parse_key(key_b64: str) -> bytes:
+    """The 32 key bytes of a base64 (standard or URL-safe, padded or not) text; else ValueError.
+
+    The message says what is wrong, never what the text was: the key is a secret.
+    """
+    text = key_b64.strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        if "-" in text or "_" in text:
+            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        else:
+            raw = base64.b64decode(padded.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValueError("not base64") from None
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"{len(raw)} bytes, not {KEY_BYTES}")
+    return raw
 
 
 class NotificationKind(StrEnum):

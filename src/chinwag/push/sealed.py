@@ -22,31 +22,14 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chinwag.push.model import Notification
+from chinwag.push.model import Notification, parse_key
 
-KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
 class SealedError(ValueError):
     """A sealed field that cannot be opened: wrong key, altered, or not a sealed field."""
-
-
-def parse_key(key_b64: str) -> bytes:
-    """The 32 key bytes of a base64 (standard or URL-safe, padded or not) text; else ValueError."""
-    text = key_b64.strip()
-    padded = text + "=" * (-len(text) % 4)
-    try:
-        if "-" in text or "_" in text:
-            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
-        else:
-            raw = base64.b64decode(padded.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise ValueError("not base64") from None
-    if len(raw) != KEY_BYTES:
-        raise ValueError(f"{len(raw)} bytes, not {KEY_BYTES}")
-    return raw
 
 
 def sealed_document(notification: Notification) -> dict[str, Any]:
