@@ -100,7 +100,13 @@ def _received(fakes: RunningFakes) -> dict[str, str]:
     webpush = [(r.headers, r.payload) for r in providers.webpush.accepted]
     webhook = [(r.headers, r.body) for r in providers.webhook.accepted]
     email = [r.message.as_string() for r in providers.smtp.accepted]
-    parts = {"apns": apns, "fcm": fcm, "webpush": webpush, "webhook": webhook, "email": email}
+    parts: dict[str, list[Any]] = {
+        "apns": apns,
+        "fcm": fcm,
+        "webpush": webpush,
+        "webhook": webhook,
+        "email": email,
+    }
     for platform, records in parts.items():
         assert len(records) == 1, (platform, records)
     return {

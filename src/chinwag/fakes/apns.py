@@ -276,13 +276,18 @@ def aps_problem(aps: dict[str, Any]) -> str | None:
     if "interruption-level" in aps and aps["interruption-level"] not in INTERRUPTION_LEVELS:
         return f"interruption-level is one of {sorted(INTERRUPTION_LEVELS)}"
     # The service extension only runs for a notification that shows an alert.
-    if "mutable-content" in aps and (aps["mutable-content"] != 1 or alert is None):
+    if "mutable-content" in aps and (not _is_one(aps["mutable-content"]) or alert is None):
         return "mutable-content is 1, on a notification with an alert"
-    if "content-available" in aps and aps["content-available"] != 1:
+    if "content-available" in aps and not _is_one(aps["content-available"]):
         return "content-available is 1"
     if "badge" in aps and (not isinstance(aps["badge"], int) or isinstance(aps["badge"], bool)):
         return "badge is a number"
     return None
+
+
+def _is_one(value: object) -> bool:
+    """The number 1, as Apple documents these flags (JSON true is not a number)."""
+    return type(value) is int and value == 1
 
 
 @dataclass(frozen=True, slots=True)

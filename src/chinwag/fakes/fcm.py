@@ -246,7 +246,7 @@ class FakeFcm:
             envelope = json.loads(request.body)
         except ValueError:
             return fcm_error("INVALID_ARGUMENT", "Invalid JSON payload received.")
-        problem = _message_problem(envelope)
+        problem = message_problem(envelope)
         if problem is not None:
             return fcm_error(
                 "INVALID_ARGUMENT", problem[1], "INVALID_ARGUMENT", field_name=problem[0] or None
@@ -263,7 +263,7 @@ class FakeFcm:
         return FakeResponse(200, {"content-type": "application/json"}, body)
 
 
-def _message_problem(envelope: Any) -> tuple[str, str] | None:
+def message_problem(envelope: Any) -> tuple[str, str] | None:
     """(field, description) of the first thing FCM would refuse in the request, else None."""
     if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
         return "message", "message is required"
