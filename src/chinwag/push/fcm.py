@@ -108,20 +108,27 @@ class _GrantFailed(Exception):
 
 
 def fcm_message(device: DeviceTarget, notification: Notification) -> dict[str, Any]:
-    """The v1 ``message`` for one device; its ``notification`` and ``data`` fit in 4096 bytes
-    (the preview is shortened first, before it is sealed for an encrypted device)."""
+    """The v1 request for one device, as ``fcm_body`` sends it."""
+    document: dict[str, Any] = json.loads(fcm_body(device, notification))
+    return document
+
+
+def fcm_body(device: DeviceTarget, notification: Notification) -> bytes:
+    """The JSON request body. FCM refuses more than 4096 bytes of notification and data; the
+    whole request is held to that (the token and options count too: a few hundred bytes on the
+    safe side), the preview shortened first, before it is sealed for an encrypted device."""
     if notification.is_silent:
-        return {"message": {"token": device.token, **_silent_parts(notification)}}
-    fitted = fit_payload(
-        notification, lambda n: _encode(_alert_parts(device, n)), MAX_PAYLOAD_BYTES
+        return _encode(device, _silent_parts(notification))
+    return fit_payload(
+        notification,
+        lambda fitted: _encode(device, _alert_parts(device, fitted)),
+        MAX_PAYLOAD_BYTES,
     )
-    return {"message": {"token": device.token, **json.loads(fitted)}}
 
 
-def _encode(parts: dict[str, Any]) -> bytes:
-    # FCM counts the notification and data parts; the android options are counted too here,
-    # a hundred bytes on the safe side.
-    return json.dumps(parts, ensure_ascii=False).encode()
+def _encode(device: DeviceTarget, parts: dict[str, Any]) -> bytes:
+    message = {"message": {"token": device.token, **parts}}
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _ids(notification: Notification) -> dict[str, str]:
@@ -210,7 +217,7 @@ class FcmSender(BaseSender[FcmSettings]):
         return self._pool.connections_opened
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
-        body = json.dumps(fcm_message(device, notification)).encode()
+        body = fcm_body(device, notification)
         try:
             token = await self._current_token()
             response = await self._post(body, token)
