@@ -126,8 +126,7 @@ def test_delivers_with_exact_headers_and_payload(pki: TestPKI, tmp_path: Path) -
             "alert": {"title": "Climbing", "body": "Ann: Rope?"},
             "sound": "default",
             "badge": 3,
-            "thread-id": "chat-7",
-            "mutable-content": 1,
+            "thread-id": "7",  # per chat: the device groups a chat's notifications
         },
         "chat_id": 7,
         "message_id": 42,
@@ -136,7 +135,7 @@ def test_delivers_with_exact_headers_and_payload(pki: TestPKI, tmp_path: Path) -
 
 def test_badge_is_left_out_when_unknown() -> None:
     """Without a badge count the payload carries no badge key (so the icon is left alone)."""
-    payload = json.loads(apns_payload(replace(NOTE, badge=None)))
+    payload = json.loads(apns_payload(_device(), replace(NOTE, badge=None)))
     assert "badge" not in payload["aps"]
 
 
@@ -403,7 +402,7 @@ def test_long_message_is_truncated_to_fit_and_still_delivered(pki: TestPKI, tmp_
     """A 10 KB preview (multi-byte, quotes) is cut to fit 4096 bytes, ends in "…", is delivered."""
     preview = ('Ünïcödé "quoted" \\ 漢字 🎉 ' * 400)[:10_000]
     note = replace(NOTE, preview=preview)
-    payload = apns_payload(note)
+    payload = apns_payload(_device(), note)
     assert len(payload) <= MAX_PAYLOAD_BYTES
     assert len(payload) > MAX_PAYLOAD_BYTES - 8  # cut no more than needed
     body = json.loads(payload)["aps"]["alert"]["body"]
@@ -420,7 +419,7 @@ def test_long_message_is_truncated_to_fit_and_still_delivered(pki: TestPKI, tmp_
 def test_huge_title_and_name_still_fit() -> None:
     """Even a 5,000-character title and sender name give a valid payload under 4096 bytes."""
     note = replace(NOTE, chat_title="T" * 5000, sender_name="N" * 5000, preview="p" * 5000)
-    payload = apns_payload(note)
+    payload = apns_payload(_device(), note)
     assert len(payload) <= MAX_PAYLOAD_BYTES
     assert json.loads(payload)["aps"]["alert"]["title"].endswith("…")
 
@@ -531,7 +530,7 @@ def test_silent_clear_update_is_a_background_push(pki: TestPKI, tmp_path: Path) 
     [record] = fake.accepted
     assert record.headers["apns-push-type"] == "background"
     assert record.headers["apns-priority"] == "5"
-    assert "apns-collapse-id" not in record.headers
+    assert record.headers["apns-collapse-id"] == "c7"  # per chat: the newest read marker wins
     assert record.payload == {
         "aps": {"content-available": 1, "badge": 0},
         "type": "clear",

@@ -65,7 +65,8 @@ def run(
 
 
 def test_delivers_the_exact_message(pki: TestPKI, tmp_path: Path) -> None:
-    """A send is DELIVERED and FCM receives title, body, string data and the collapse key."""
+    """A send is DELIVERED and FCM receives title, body, string data and the chat's tag; no
+    collapse key (FCM keeps four per device: a chat's messages must not replace each other)."""
 
     async def scenario(fake: FakeFcm, sender: FcmSender) -> tuple[Outcome, list[FcmRecord]]:
         return await sender.send(device(), NOTE), fake.accepted
@@ -76,7 +77,7 @@ def test_delivers_the_exact_message(pki: TestPKI, tmp_path: Path) -> None:
     assert record.token == "fcm-token-1"
     assert record.message["notification"] == {"title": "Climbing", "body": "Ada: Hi!"}
     assert record.message["data"] == {"chat_id": "42", "message_id": "7", "badge": "3"}
-    assert record.message["android"] == {"collapse_key": "chat-42", "priority": "high"}
+    assert record.message["android"] == {"priority": "high", "notification": {"tag": "42"}}
 
 
 def test_access_token_is_cached_and_granted_once_under_concurrency(

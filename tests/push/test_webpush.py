@@ -97,6 +97,7 @@ def test_delivers_an_encrypted_payload_the_browser_can_read(
         "body": "Ada: Hi ☃",
         "chat_id": 42,
         "message_id": 7,
+        "tag": "42",  # the service worker's showNotification tag: per chat
         "badge": 2,
     }
     assert record.headers["ttl"] == "86400"
@@ -266,4 +267,5 @@ def test_long_message_is_shortened_to_fit_one_push(pki: TestPKI, vapid: WebPushS
     outcome, payload = run(pki, vapid, scenario)
     assert outcome.kind is OutcomeKind.DELIVERED
     assert payload["body"].startswith("Ada: üü") and payload["body"].endswith("…")
-    assert len(webpush_payload(Notification(1, 2, "t" * 9000, "s" * 9000, "p" * 9000))) <= 3993
+    huge = Notification(1, 2, "t" * 9000, "s" * 9000, "p" * 9000)
+    assert len(webpush_payload(device("{}"), huge)) <= 3993

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 
 from chinwag.store.database import Database
 from chinwag.store.migrate import alembic_config, current_revision, downgrade, upgrade
-from chinwag.store.schema import metadata, outbox, users
+from chinwag.store.schema import devices, metadata, outbox, users
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -139,3 +139,40 @@ def test_outbox_kinds_migration_keeps_fanouts_as_alerts(empty: Database) -> None
     downgrade(empty, "0003")
     with empty.read() as conn:
         assert conn.execute(sa.text("SELECT message_id, state FROM outbox")).all() == [(1, "done")]
+
+
+def test_device_payloads_migration_keeps_devices_full_and_going_back_hides_private_ones(
+    empty: Database,
+) -> None:
+    """0006 gives existing devices the full payload; going back below it deactivates the
+    minimal and encrypted devices, which the old schema would send the full text."""
+    upgrade(empty, "0005")
+    now = time.time()
+    with empty.write() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, username, display_name, password_hash, created_at) "
+                "VALUES (1, 'a', 'a', 'x', :now)"
+            ).bindparams(now=now)
+        )
+        for device_id in (1, 2, 3):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO devices (id, user_id, platform, token, token_hash, created_at, "
+                    "updated_at) VALUES (:id, 1, 'fcm', :token, :token, :now, :now)"
+                ).bindparams(id=device_id, token=f"token-{device_id}", now=now)
+            )
+    upgrade(empty)
+    with empty.write() as conn:
+        rows = conn.execute(sa.select(devices.c.payload, devices.c.encryption_key)).all()
+        assert rows == [("full", None)] * 3
+        conn.execute(devices.update().where(devices.c.id == 2).values(payload="minimal"))
+        conn.execute(
+            devices.update()
+            .where(devices.c.id == 3)
+            .values(payload="encrypted", encryption_key="A" * 43 + "=")
+        )
+    downgrade(empty, "0005")
+    with empty.read() as conn:
+        active = conn.execute(sa.text("SELECT id, active FROM devices ORDER BY id")).all()
+    assert [(i, bool(a)) for i, a in active] == [(1, True), (2, False), (3, False)]

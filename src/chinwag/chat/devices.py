@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from chinwag.chat import verification
 from chinwag.chat.errors import Conflict, InvalidInput, NotFound
 from chinwag.chat.models import Device, User
-from chinwag.push.model import Platform, endpoint_refusal
+from chinwag.push.model import PayloadMode, Platform, endpoint_refusal, parse_key
 from chinwag.store.database import Database
 from chinwag.store.schema import devices
 
@@ -44,6 +44,7 @@ def device_from_row(row: RowMapping) -> Device:
         active=bool(row["active"]),
         created_at=row["created_at"],
         verified=bool(row["verified"]),
+        payload=row["payload"],
     )
 
 
@@ -77,6 +78,43 @@ def normalize_token(
     return _https_url(token.strip(), allow_private, field="token")
 
 
+@dataclass(frozen=True)
+class PayloadChoice:
+    """What a registration asked the provider to see. ``mode`` None: the request did not say
+    (a device already registered to the same user keeps its mode; otherwise ``full``)."""
+
+    mode: PayloadMode | None = None
+    encryption_key: str | None = field(default=None, repr=False)  # canonical base64
+
+
+def payload_choice(payload: str | None, encryption_key: str | None) -> PayloadChoice:
+    """Validate ``payload`` and ``encryption_key`` together, or raise InvalidInput."""
+    try:
+        mode = PayloadMode(payload) if payload is not None else None
+    except ValueError:
+        choices = ", ".join(m.value for m in PayloadMode)
+        raise InvalidInput(f"payload must be one of: {choices}", field="payload") from None
+    if mode is not PayloadMode.ENCRYPTED:
+        if encryption_key is not None:
+            raise InvalidInput(
+                'encryption_key is only for "payload": "encrypted"', field="encryption_key"
+            )
+        return PayloadChoice(mode)
+    if encryption_key is None:
+        raise InvalidInput(
+            'an "encrypted" device needs encryption_key: 32 random bytes, base64',
+            field="encryption_key",
+        )
+    try:
+        key = parse_key(encryption_key)
+    except ValueError as exc:
+        # Say what is wrong with it, never echo it: the key is a secret.
+        raise InvalidInput(
+            f"encryption_key must be 32 bytes in base64 ({exc})", field="encryption_key"
+        ) from None
+    return PayloadChoice(mode, base64.b64encode(key).decode("ascii"))
+
+
 def token_hash(canonical: str) -> str:
     """What the devices table keys a device by: the SHA-256 of its canonical token."""
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -97,6 +135,7 @@ def register_device(
     *,
     verify_email: bool = False,
     max_devices: int = 0,
+    payload: PayloadChoice = PayloadChoice(),
 ) -> Device:
     """Register (or re-register) a device. The same address again gives back the same device.
 
@@ -105,12 +144,13 @@ def register_device(
     Email addresses and webhook URLs are per user: two users registering the same address get
     two devices, and nobody can take another user's away. With ``verify_email`` a new email
     device is unverified and gets only a verification code until ``verify_device`` succeeds.
-    ``max_devices`` (0: no cap) bounds a user's active devices.
+    ``max_devices`` (0: no cap) bounds a user's active devices. ``payload`` (see
+    ``payload_choice``) sets what the provider may see; registering again may change it.
     """
     if not APP_NAME.fullmatch(app):
         raise InvalidInput("app must be 1-64 characters: letters, digits, _ . -", field="app")
     canonical = normalize_token(platform, token, allow_private)
-    options = _Options(verify_email=verify_email, max_devices=max_devices)
+    options = _Options(verify_email=verify_email, max_devices=max_devices, payload=payload)
     try:
         return _upsert_device(db, user, Platform(platform), app, canonical, options)
     except IntegrityError:
@@ -123,6 +163,7 @@ def register_device(
 class _Options:
     verify_email: bool
     max_devices: int
+    payload: PayloadChoice
 
 
 def _upsert_device(
@@ -150,6 +191,10 @@ def _upsert_device(
                 "deactivated_reason": None,
                 "updated_at": now,
             }
+            if options.payload.mode is not None or not already_mine:
+                # Said again, or taken over by another user: the mode is what this request says.
+                values["payload"] = (options.payload.mode or PayloadMode.FULL).value
+                values["encryption_key"] = options.payload.encryption_key
             if platform is Platform.WEBHOOK and not existing.active:
                 # Brought back after a delete: its old secret may be lost; it gets a new one.
                 secret = values["webhook_secret"] = new_webhook_secret()
@@ -173,6 +218,8 @@ def _upsert_device(
                     scope=scope,
                     verified=not unverified,
                     webhook_secret=secret,
+                    payload=(options.payload.mode or PayloadMode.FULL).value,
+                    encryption_key=options.payload.encryption_key,
                     active=True,
                     created_at=now,
                     updated_at=now,

@@ -31,6 +31,9 @@ class Device:
     verified: bool = True
     # Set only on the answer to the registration that created it: shown once, never again.
     webhook_secret: str | None = None
+    # full | minimal | encrypted (push.model.PayloadMode). The encryption key is never here:
+    # it is a secret of the device's owner, read only by the worker that seals for it.
+    payload: str = "full"
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,8 @@ class FakeApns:
             return _Refused(400, "BadPayload")
         if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
             return _Refused(400, "BadPayload")
+        if aps_problem(payload["aps"]) is not None:
+            return _Refused(400, "BadPayload")
         if token.lower() in self.dead_tokens:
             return _Refused(410, "Unregistered")
         return _Accepted(token.lower(), payload)
@@ -255,6 +257,37 @@ class FakeApns:
         with self._lock:
             self.jwts_seen[token] += 1
         return None
+
+
+INTERRUPTION_LEVELS = frozenset({"passive", "active", "time-sensitive", "critical"})
+
+
+def aps_problem(aps: dict[str, Any]) -> str | None:
+    """What is wrong with an ``aps`` dictionary by Apple's payload reference, else None."""
+    alert = aps.get("alert")
+    if alert is not None:
+        if isinstance(alert, dict):
+            if not all(isinstance(alert.get(k, ""), str) for k in ("title", "subtitle", "body")):
+                return "alert title, subtitle and body are strings"
+        elif not isinstance(alert, str):
+            return "alert is a string or a dictionary"
+    if "thread-id" in aps and (not isinstance(aps["thread-id"], str) or not aps["thread-id"]):
+        return "thread-id is a non-empty string"
+    if "interruption-level" in aps and aps["interruption-level"] not in INTERRUPTION_LEVELS:
+        return f"interruption-level is one of {sorted(INTERRUPTION_LEVELS)}"
+    # The service extension only runs for a notification that shows an alert.
+    if "mutable-content" in aps and (not _is_one(aps["mutable-content"]) or alert is None):
+        return "mutable-content is 1, on a notification with an alert"
+    if "content-available" in aps and not _is_one(aps["content-available"]):
+        return "content-available is 1"
+    if "badge" in aps and (not isinstance(aps["badge"], int) or isinstance(aps["badge"], bool)):
+        return "badge is a number"
+    return None
+
+
+def _is_one(value: object) -> bool:
+    """The number 1, as Apple documents these flags (JSON true is not a number)."""
+    return type(value) is int and value == 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,19 @@ _MESSAGE_FIELDS = {
     "apns", "fcm_options",
 }  # fmt: skip
 _TARGETS = ("token", "topic", "condition")
+# FCM refuses a message whose notification and data parts exceed 4096 bytes.
+MAX_PAYLOAD_BYTES = 4096
+_ANDROID_NOTIFICATION_FIELDS = {
+    "title", "body", "icon", "color", "sound", "tag", "click_action", "body_loc_key",
+    "body_loc_args", "title_loc_key", "title_loc_args", "channel_id", "ticker", "sticky",
+    "event_time", "local_only", "notification_priority", "default_sound",
+    "default_vibrate_timings", "default_light_settings", "vibrate_timings", "visibility",
+    "notification_count", "light_settings", "image", "bypass_proxy_notification", "proxy",
+}  # fmt: skip
+_NOTIFICATION_PRIORITIES = {
+    "PRIORITY_UNSPECIFIED", "PRIORITY_MIN", "PRIORITY_LOW", "PRIORITY_DEFAULT",
+    "PRIORITY_HIGH", "PRIORITY_MAX",
+}  # fmt: skip
 _STATUS_CODES = {
     "INVALID_ARGUMENT": 400,
     "UNAUTHENTICATED": 401,
@@ -233,7 +246,7 @@ class FakeFcm:
             envelope = json.loads(request.body)
         except ValueError:
             return fcm_error("INVALID_ARGUMENT", "Invalid JSON payload received.")
-        problem = _message_problem(envelope)
+        problem = message_problem(envelope)
         if problem is not None:
             return fcm_error(
                 "INVALID_ARGUMENT", problem[1], "INVALID_ARGUMENT", field_name=problem[0] or None
@@ -250,7 +263,7 @@ class FakeFcm:
         return FakeResponse(200, {"content-type": "application/json"}, body)
 
 
-def _message_problem(envelope: Any) -> tuple[str, str] | None:
+def message_problem(envelope: Any) -> tuple[str, str] | None:
     """(field, description) of the first thing FCM would refuse in the request, else None."""
     if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
         return "message", "message is required"
@@ -282,6 +295,28 @@ def _message_problem(envelope: Any) -> tuple[str, str] | None:
         return "message.android.priority", "Invalid value for priority"
     if not isinstance(android.get("collapse_key", ""), str):
         return "message.android.collapse_key", "collapse_key must be a string"
+    problem = _android_notification_problem(android.get("notification", {}))
+    if problem is not None:
+        return problem
+    counted = {part: message[part] for part in ("notification", "data") if part in message}
+    if len(json.dumps(counted, ensure_ascii=False).encode()) > MAX_PAYLOAD_BYTES:
+        return "message", "Message is too big"
+    return None
+
+
+def _android_notification_problem(notification: Any) -> tuple[str, str] | None:
+    where = "message.android.notification"
+    if not isinstance(notification, dict):
+        return where, "notification must be an object"
+    unknown = set(notification) - _ANDROID_NOTIFICATION_FIELDS
+    if unknown:
+        return where, f"Unknown name {sorted(unknown)} at '{where}'"
+    for name in ("title", "body", "tag", "channel_id", "icon", "color", "sound"):
+        if not isinstance(notification.get(name, ""), str):
+            return f"{where}.{name}", f"{name} must be a string"
+    priority = notification.get("notification_priority", "PRIORITY_UNSPECIFIED")
+    if priority not in _NOTIFICATION_PRIORITIES:
+        return f"{where}.notification_priority", "Invalid value for notification_priority"
     return None
 
 

@@ -9,6 +9,7 @@ ours, so a worker that lost its lease cannot overwrite its successor's record.
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from chinwag.fanout.policy import (
     carries_badge,
     digest_waiting,
     is_digestible,
+    is_urgent,
     plan_email_digest,
     recheck_unavailable_at,
     skip_reason,
@@ -34,6 +36,7 @@ from chinwag.push.model import (
     NotificationKind,
     Outcome,
     OutcomeKind,
+    PayloadMode,
     Platform,
     delivery_uuid,
 )
@@ -163,6 +166,8 @@ def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
             devices.c.token,
             devices.c.app,
             devices.c.webhook_secret,
+            devices.c.payload,
+            devices.c.encryption_key,
             devices.c.active,
             devices.c.user_id.label("device_owner_id"),
             messages.c.chat_id,
@@ -207,7 +212,8 @@ def _claimed(
     kind = NotificationKind(row.kind)
     batch = batches.get(row.id, [])
     badge = badges.get(row.user_id) if carries_badge(kind) else None
-    key = (row.message_id, kind, badge) if not batch else (row.id,)
+    mentioned = is_urgent(row.kind, row.mentioned_id is not None)
+    key = (row.message_id, kind, badge, mentioned) if not batch else (row.id,)
     notification = shared.get(key)
     if notification is None:
         notification = shared[key] = Notification(
@@ -219,6 +225,7 @@ def _claimed(
             badge=badge,
             kind=kind,
             earlier=tuple((r.sender_name, r.body) for r in batch),
+            mentioned=mentioned,
         )
     return ClaimedDelivery(
         delivery_id=row.id,
@@ -230,6 +237,8 @@ def _claimed(
             delivery_id=delivery_uuid(row.message_id, row.device_id, kind.value),
             app=row.app,
             secret=row.webhook_secret,
+            payload=PayloadMode(row.payload),
+            encryption_key=_key_bytes(row.encryption_key),
         ),
         notification=notification,
         skip=skip_reason(
@@ -252,6 +261,11 @@ def _claimed(
         chat_id=row.chat_id,
         batched=tuple(r.id for r in batch),
     )
+
+
+def _key_bytes(stored: str | None) -> bytes | None:
+    """An encrypted device's AES key, stored as the canonical base64 ``payload_choice`` wrote."""
+    return base64.b64decode(stored) if stored else None
 
 
 def _apply_email_digest(

@@ -4,8 +4,8 @@ The engine asks twice. When it expands a fan-out (an outbox row) into delivery r
 ``recipient_devices`` picks the devices each kind reaches. Just before each send:
 ``skip_reason`` says whether a row written earlier must not go out any more (a device deleted, a
 member removed or muted, a message deleted since). In between, ``carries_badge`` and
-``badge_counts`` say what the badge shows, and ``plan_email_digest`` which emails wait for their
-window and which fold into one digest.
+``badge_counts`` say what the badge shows, ``is_urgent`` which alerts are time-sensitive, and
+``plan_email_digest`` which emails wait for their window and which fold into one digest.
 
 Notify levels per member and chat, as the table ``LEVELS`` below: "all" hears every message;
 "mentions" only messages that @mention the member; "none" (what ``muted: true`` sets) nothing but
@@ -263,6 +263,12 @@ def recheck_unavailable_at(now: float) -> float:
 def carries_badge(kind: str) -> bool:
     """Alerts and clears carry the recipient's badge; a removal leaves it alone."""
     return kind != DeliveryKind.REMOVAL
+
+
+def is_urgent(kind: str, mentioned: bool) -> bool:
+    """A message that @mentions the recipient is addressed to them: their devices show it as
+    time-sensitive (APNs interruption level, FCM notification priority)."""
+    return kind == DeliveryKind.ALERT and mentioned
 
 
 def in_badge_clause(level: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:

@@ -31,7 +31,16 @@ from chinwag.config import ApnsSettings
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
 from chinwag.push.errors import TransportError
 from chinwag.push.h2pool import H2Pool, H2Response
-from chinwag.push.model import DeviceTarget, Notification, Outcome, Platform
+from chinwag.push.model import (
+    GENERIC_ALERT,
+    DeviceTarget,
+    Notification,
+    Outcome,
+    PayloadMode,
+    Platform,
+    chat_thread,
+    collapse_id,
+)
 from chinwag.push.outcome import (
     classify_apns,
     classify_transport,
@@ -39,6 +48,7 @@ from chinwag.push.outcome import (
     refused_locally,
 )
 from chinwag.push.payload import fit_payload
+from chinwag.push.sealed import seal
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_REFRESH_AFTER = 40 * 60.0
@@ -140,33 +150,37 @@ PROVIDER_TOKENS = ProviderTokens()
 # --- payload ---------------------------------------------------------------------------------
 
 
-def apns_payload(notification: Notification) -> bytes:
-    """The JSON payload, at most 4096 bytes: the preview is shortened (with "…") to fit."""
-    return fit_payload(notification, _render, MAX_PAYLOAD_BYTES)
+def apns_payload(device: DeviceTarget, notification: Notification) -> bytes:
+    """The JSON payload, at most 4096 bytes: the preview is shortened (with "…") to fit, before
+    it is sealed for an encrypted device."""
+    return fit_payload(notification, lambda fitted: _render(device, fitted), MAX_PAYLOAD_BYTES)
 
 
-def _render(notification: Notification) -> bytes:
+def _render(device: DeviceTarget, notification: Notification) -> bytes:
     if notification.is_silent:
         return _render_silent(notification)
-    aps: dict[str, Any] = {
-        "alert": {"title": notification.title, "body": notification.body},
-        "sound": "default",
-    }
+    aps: dict[str, Any] = {"sound": "default", "thread-id": chat_thread(notification)}
+    document: dict[str, Any] = {"aps": aps}
+    if device.payload is PayloadMode.FULL:
+        aps["alert"] = {"title": notification.title, "body": notification.body}
+    else:
+        aps["alert"] = {"body": GENERIC_ALERT}
+    if device.payload is PayloadMode.ENCRYPTED and device.encryption_key is not None:
+        # The app's Notification Service Extension decrypts and replaces the generic text.
+        aps["mutable-content"] = 1
+        document["encrypted"] = seal(device.encryption_key, notification)
     if notification.badge is not None:
         aps["badge"] = notification.badge
-    aps["thread-id"] = f"chat-{notification.chat_id}"
-    aps["mutable-content"] = 1
-    document = {
-        "aps": aps,
-        "chat_id": notification.chat_id,
-        "message_id": notification.message_id,
-    }
+    if notification.mentioned:
+        aps["interruption-level"] = "time-sensitive"
+    document["chat_id"] = notification.chat_id
+    document["message_id"] = notification.message_id
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _render_silent(notification: Notification) -> bytes:
     """A background push: the app updates its badge and removes read or deleted notifications
-    (the ones whose apns-collapse-id names these messages) without alerting the user."""
+    without alerting the user. It carries ids only, whatever the device's payload mode."""
     aps: dict[str, Any] = {"content-available": 1}
     if notification.badge is not None:
         aps["badge"] = notification.badge
@@ -217,7 +231,7 @@ class ApnsSender(BaseSender[ApnsSettings]):
         if not _DEVICE_TOKEN.fullmatch(device.token):
             # Never put a malformed token into a URL path; Apple would say the same.
             return refused_locally("BadDeviceToken")
-        payload = apns_payload(notification)
+        payload = apns_payload(device, notification)
         token = self._tokens.current(self._key)
         outcome = await self._post(device, notification, payload, token)
         if outcome.reason == "ExpiredProviderToken" and self._tokens.expire(self._key, token):
@@ -243,10 +257,9 @@ class ApnsSender(BaseSender[ApnsSettings]):
             ("apns-push-type", "background" if silent else "alert"),
             ("apns-priority", "5" if silent else "10"),
             ("apns-expiration", str(int(time.time()) + EXPIRATION_SECONDS)),
+            # A re-sent alert replaces its first copy; a newer clear replaces an older one.
+            ("apns-collapse-id", collapse_id(notification)),
         ]
-        if not silent:
-            # Per message: a re-sent duplicate replaces the first instead of showing twice.
-            headers.append(("apns-collapse-id", f"m{notification.message_id}"))
         try:
             response = await self._pool.request(
                 "POST",

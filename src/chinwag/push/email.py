@@ -22,7 +22,14 @@ import aiosmtplib
 from chinwag.config import ConfigError, SmtpSettings
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
 from chinwag.push.errors import NETWORK_ERRORS, ConnectionDropped, transport_error
-from chinwag.push.model import DeviceTarget, Notification, NotificationKind, Outcome, Platform
+from chinwag.push.model import (
+    DeviceTarget,
+    Notification,
+    NotificationKind,
+    Outcome,
+    PayloadMode,
+    Platform,
+)
 from chinwag.push.outcome import (
     SmtpStage,
     classify_smtp,
@@ -97,6 +104,19 @@ VERIFICATION_TEXT = (
 )
 
 
+PRIVATE_SUBJECT = "New message in chinwag"
+PRIVATE_TEXT = "You have {count} in chinwag. Open chinwag to read {them}.\n"
+
+
+def private_email_text(notification: Notification) -> str:
+    """A minimal or encrypted device's email: no chat title, no sender, no text (a mail client
+    cannot decrypt, so an encrypted device's email is as bare as a minimal one's)."""
+    count = len(notification.earlier) + 1
+    if count == 1:
+        return PRIVATE_TEXT.format(count="a new message", them="it")
+    return PRIVATE_TEXT.format(count=f"{count} new messages", them="them")
+
+
 def email_text(notification: Notification) -> str:
     """One line per message: a digest lists the batched earlier messages before the newest."""
     lines = [f"{sender}: {preview}" for sender, preview in notification.earlier]
@@ -129,9 +149,13 @@ class EmailSender(BaseSender[SmtpSettings]):
             message["Subject"] = "Your chinwag verification code"
             message.set_content(VERIFICATION_TEXT.format(code=notification.preview))
             return message
-        message["Subject"] = header_text(notification.title)
         message["X-Chinwag-Chat-Id"] = str(notification.chat_id)
         message["X-Chinwag-Message-Id"] = str(notification.message_id)
+        if device.payload is not PayloadMode.FULL:
+            message["Subject"] = PRIVATE_SUBJECT
+            message.set_content(private_email_text(notification))
+            return message
+        message["Subject"] = header_text(notification.title)
         message.set_content(email_text(notification))
         return message
 

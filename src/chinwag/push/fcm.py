@@ -27,7 +27,18 @@ from chinwag.config import ConfigError, FcmSettings
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
 from chinwag.push.errors import TransportError, transport_error
 from chinwag.push.h2pool import H2Pool, H2Response
-from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind, Platform
+from chinwag.push.model import (
+    GENERIC_ALERT,
+    DeviceTarget,
+    Notification,
+    NotificationKind,
+    Outcome,
+    OutcomeKind,
+    PayloadMode,
+    Platform,
+    chat_thread,
+    collapse_id,
+)
 from chinwag.push.outcome import (
     OAUTH_BAD_RESPONSE,
     classify_fcm,
@@ -36,6 +47,8 @@ from chinwag.push.outcome import (
     classify_transport,
     parse_retry_after,
 )
+from chinwag.push.payload import fit_payload
+from chinwag.push.sealed import seal
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,8 @@ TOKEN_REFRESH_MARGIN = 300.0
 # After a refused token grant, answer from memory for this long instead of asking again.
 GRANT_REFUSED_HOLD = 60.0
 GRANT_RETRY_HOLD = 2.0
+# FCM refuses a message whose notification and data exceed 4096 bytes.
+MAX_PAYLOAD_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -93,23 +108,73 @@ class _GrantFailed(Exception):
 
 
 def fcm_message(device: DeviceTarget, notification: Notification) -> dict[str, Any]:
-    """The v1 ``message`` for one device; FCM requires every ``data`` value to be a string."""
+    """The v1 request for one device, as ``fcm_body`` sends it."""
+    document: dict[str, Any] = json.loads(fcm_body(device, notification))
+    return document
+
+
+def fcm_body(device: DeviceTarget, notification: Notification) -> bytes:
+    """The JSON request body. FCM refuses more than 4096 bytes of notification and data; the
+    whole request is held to that (the token and options count too: a few hundred bytes on the
+    safe side), the preview shortened first, before it is sealed for an encrypted device."""
+    if notification.is_silent:
+        return _encode(device, _silent_parts(notification))
+    return fit_payload(
+        notification,
+        lambda fitted: _encode(device, _alert_parts(device, fitted)),
+        MAX_PAYLOAD_BYTES,
+    )
+
+
+def _encode(device: DeviceTarget, parts: dict[str, Any]) -> bytes:
+    message = {"message": {"token": device.token, **parts}}
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _ids(notification: Notification) -> dict[str, str]:
+    # FCM requires every ``data`` value to be a string.
     data = {"chat_id": str(notification.chat_id), "message_id": str(notification.message_id)}
     if notification.badge is not None:
         data["badge"] = str(notification.badge)
-    if notification.is_silent:
-        # A data-only message: the app updates its badge and cancels the read or deleted
-        # message's notification itself; nothing is shown.
+    return data
+
+
+def _silent_parts(notification: Notification) -> dict[str, Any]:
+    """A data-only message: the app updates its badge and cancels the read or deleted message's
+    notification itself; nothing is shown. A newer clear of a chat replaces an older one still
+    waiting (``collapse_id``); a removal is never collapsed."""
+    data = {**_ids(notification), "type": notification.kind.value}
+    android: dict[str, Any] = {"priority": "normal"}
+    if notification.kind is NotificationKind.CLEAR:
+        android["collapse_key"] = collapse_id(notification)
+    return {"data": data, "android": android}
+
+
+def _alert_parts(device: DeviceTarget, notification: Notification) -> dict[str, Any]:
+    """An alert. No ``collapse_key``: FCM keeps at most four collapse keys per device, so a key
+    per message would drop messages waiting for an offline phone; ``tag`` (per chat) is what
+    replaces a shown notification."""
+    data = _ids(notification)
+    android_notification: dict[str, Any] = {"tag": chat_thread(notification)}
+    if notification.mentioned:
+        android_notification["notification_priority"] = "PRIORITY_HIGH"
+    android: dict[str, Any] = {"priority": "high"}
+    if device.payload is PayloadMode.ENCRYPTED:
+        # Data only: a notification message is shown by the system while the app is in the
+        # background, and the app's FirebaseMessagingService would never see it to decrypt.
         data["type"] = notification.kind.value
-        return {"message": {"token": device.token, "data": data, "android": {"priority": "normal"}}}
-    return {
-        "message": {
-            "token": device.token,
-            "notification": {"title": notification.title, "body": notification.body},
-            "data": data,
-            "android": {"collapse_key": f"chat-{notification.chat_id}", "priority": "high"},
-        }
-    }
+        data["alert"] = GENERIC_ALERT
+        if device.encryption_key is not None:
+            data["encrypted"] = seal(device.encryption_key, notification)
+        if notification.mentioned:
+            data["mentioned"] = "1"
+        return {"data": data, "android": android}
+    if device.payload is PayloadMode.FULL:
+        shown = {"title": notification.title, "body": notification.body}
+    else:
+        shown = {"body": GENERIC_ALERT}
+    android["notification"] = android_notification
+    return {"notification": shown, "data": data, "android": android}
 
 
 class FcmSender(BaseSender[FcmSettings]):
@@ -152,7 +217,7 @@ class FcmSender(BaseSender[FcmSettings]):
         return self._pool.connections_opened
 
     async def send(self, device: DeviceTarget, notification: Notification) -> Outcome:
-        body = json.dumps(fcm_message(device, notification)).encode()
+        body = fcm_body(device, notification)
         try:
             token = await self._current_token()
             response = await self._post(body, token)

@@ -8,10 +8,12 @@ the rest of a batch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -38,6 +40,42 @@ class Platform(StrEnum):
     WEBHOOK = "webhook"
 
 
+class PayloadMode(StrEnum):
+    """What a device lets the provider see, chosen at registration (docs/private-notifications.md).
+
+    The decision is the device's; each sender renders it in its provider's shape.
+    """
+
+    FULL = "full"  # title, body and ids: the provider sees the message text
+    MINIMAL = "minimal"  # ids and a generic alert only; the app fetches the message itself
+    ENCRYPTED = "encrypted"  # generic alert + the full notification sealed with the device's key
+
+
+# The alert text a minimal or encrypted device shows when it shows nothing better.
+GENERIC_ALERT = "New message"
+# An encrypted device's AES-256-GCM key (chinwag.push.sealed seals with it).
+KEY_BYTES = 32
+
+
+def parse_key(key_b64: str) -> bytes:
+    """The 32 key bytes of a base64 (standard or URL-safe, padded or not) text; else ValueError.
+
+    The message says what is wrong, never what the text was: the key is a secret.
+    """
+    text = key_b64.strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        if "-" in text or "_" in text:
+            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        else:
+            raw = base64.b64decode(padded.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValueError("not base64") from None
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"{len(raw)} bytes, not {KEY_BYTES}")
+    return raw
+
+
 class NotificationKind(StrEnum):
     ALERT = "alert"  # a new message: shown to the user
     CLEAR = "clear"  # silent: the user read up to message_id elsewhere; update badge, clear tray
@@ -61,6 +99,7 @@ class Notification:
     badge: int | None = None
     kind: NotificationKind = NotificationKind.ALERT
     earlier: tuple[tuple[str, str], ...] = ()
+    mentioned: bool = False  # the recipient is @mentioned: shown as time-sensitive where possible
 
     @property
     def title(self) -> str:
@@ -76,6 +115,28 @@ class Notification:
 
     def with_preview(self, preview: str) -> Notification:
         return replace(self, preview=preview)
+
+
+def chat_thread(notification: Notification) -> str:
+    """The group a device shows a chat's notifications under: APNs ``thread-id``, FCM
+    ``android.notification.tag``, the Web Push payload's ``tag``. The chat id, as text."""
+    return str(notification.chat_id)
+
+
+def collapse_id(notification: Notification) -> str:
+    """The one collapse rule of APNs (``apns-collapse-id``), FCM (``android.collapse_key``) and
+    Web Push (``Topic``): a pending notification with the same id is replaced by the newer one.
+
+    An alert collapses per message, so a re-send after a crash replaces the first copy instead
+    of showing twice. A clear collapses per chat: the newest read marker says all the older ones
+    did. A removal stays per message: a later deletion in the chat must not cancel the
+    withdrawal of an earlier one, or the deleted text would stay on the screen.
+    """
+    if notification.kind is NotificationKind.CLEAR:
+        return f"c{notification.chat_id}"
+    if notification.kind is NotificationKind.REMOVAL:
+        return f"r{notification.message_id}"
+    return f"m{notification.message_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +155,11 @@ class DeviceTarget:
     delivery_id: str
     app: str = "default"
     # A webhook device's own signing key (None: the global CHINWAG_WEBHOOK_SECRET, if any).
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    payload: PayloadMode = PayloadMode.FULL
+    # ENCRYPTED devices: their 32-byte AES-256-GCM key. A secret of the device's owner: never
+    # in a repr, a log line or an API answer.
+    encryption_key: bytes | None = field(default=None, repr=False)
 
 
 class OutcomeKind(StrEnum):

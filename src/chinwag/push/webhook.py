@@ -18,13 +18,14 @@ from typing import Any
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network
 from chinwag.push.endpoints import Allowance, EndpointClient, resolve_endpoint
 from chinwag.push.errors import TransportError
-from chinwag.push.model import DeviceTarget, Notification, Outcome, Platform
+from chinwag.push.model import DeviceTarget, Notification, Outcome, PayloadMode, Platform
 from chinwag.push.outcome import (
     classify_transport,
     classify_webhook,
     parse_retry_after,
     refused_locally,
 )
+from chinwag.push.sealed import seal
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,20 @@ DELIVERY_HEADER = "x-chinwag-delivery"
 
 
 def webhook_body(device: DeviceTarget, notification: Notification) -> bytes:
+    """The JSON body. A minimal device's receiver gets the ids only; an encrypted one's also the
+    full notification sealed with its key (``encrypted``), as the push platforms do."""
     payload: dict[str, Any] = {
         "chat_id": notification.chat_id,
         "message_id": notification.message_id,
-        "title": notification.title,
-        "body": notification.body,
-        "sender": notification.sender_name,
-        "preview": notification.preview,
-        "delivery_id": device.delivery_id,
     }
+    if device.payload is PayloadMode.FULL:
+        payload["title"] = notification.title
+        payload["body"] = notification.body
+        payload["sender"] = notification.sender_name
+        payload["preview"] = notification.preview
+    elif device.payload is PayloadMode.ENCRYPTED and device.encryption_key is not None:
+        payload["encrypted"] = seal(device.encryption_key, notification)
+    payload["delivery_id"] = device.delivery_id
     if notification.badge is not None:
         payload["badge"] = notification.badge
     return json.dumps(payload, ensure_ascii=False).encode()

@@ -25,7 +25,15 @@ from chinwag.config import WebPushSettings
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network
 from chinwag.push.endpoints import Allowance, EndpointClient, resolve_endpoint
 from chinwag.push.errors import TransportError
-from chinwag.push.model import DeviceTarget, Notification, Outcome, Platform
+from chinwag.push.model import (
+    GENERIC_ALERT,
+    DeviceTarget,
+    Notification,
+    Outcome,
+    PayloadMode,
+    Platform,
+    chat_thread,
+)
 from chinwag.push.outcome import (
     classify_transport,
     classify_webpush,
@@ -33,6 +41,7 @@ from chinwag.push.outcome import (
     refused_locally,
 )
 from chinwag.push.payload import fit_payload
+from chinwag.push.sealed import seal
 from chinwag.push.vapid import application_server_key, vapid_key_of
 
 log = logging.getLogger(__name__)
@@ -80,12 +89,13 @@ class Subscription:
         return subscription
 
 
-def webpush_payload(notification: Notification) -> bytes:
-    """The JSON the service worker receives, shortened (preview first) to fit one push message."""
-    return fit_payload(notification, _render, MAX_PLAINTEXT)
+def webpush_payload(device: DeviceTarget, notification: Notification) -> bytes:
+    """The JSON the service worker receives, shortened (preview first, before sealing) to fit
+    one push message."""
+    return fit_payload(notification, lambda fitted: _render(device, fitted), MAX_PLAINTEXT)
 
 
-def _render(notification: Notification) -> bytes:
+def _render(device: DeviceTarget, notification: Notification) -> bytes:
     if notification.is_silent:
         # The service worker closes the notifications of read or deleted messages itself.
         silent: dict[str, Any] = {
@@ -96,12 +106,17 @@ def _render(notification: Notification) -> bytes:
         if notification.badge is not None:
             silent["badge"] = notification.badge
         return json.dumps(silent).encode()
-    payload: dict[str, Any] = {
-        "title": notification.title,
-        "body": notification.body,
-        "chat_id": notification.chat_id,
-        "message_id": notification.message_id,
-    }
+    payload: dict[str, Any]
+    if device.payload is PayloadMode.FULL:
+        payload = {"title": notification.title, "body": notification.body}
+    else:
+        payload = {"body": GENERIC_ALERT}
+    if device.payload is PayloadMode.ENCRYPTED and device.encryption_key is not None:
+        payload["encrypted"] = seal(device.encryption_key, notification)
+    payload["chat_id"] = notification.chat_id
+    payload["message_id"] = notification.message_id
+    # The service worker's showNotification tag: a chat's notifications replace each other.
+    payload["tag"] = chat_thread(notification)
     if notification.badge is not None:
         payload["badge"] = notification.badge
     return json.dumps(payload, ensure_ascii=False).encode()
@@ -166,7 +181,7 @@ class WebPushSender(BaseSender[WebPushSettings]):
             # users in last_error it would map the network behind chinwag.
             log.warning("web push to device %s refused: %s", device.device_id, endpoint)
             return refused_locally("endpoint_refused")
-        body = encrypt_for(subscription, webpush_payload(notification))
+        body = encrypt_for(subscription, webpush_payload(device, notification))
         headers = [
             ("authorization", self.vapid.authorization(subscription.endpoint)),
             ("content-encoding", "aes128gcm"),

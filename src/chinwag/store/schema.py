@@ -70,6 +70,11 @@ devices = sa.Table(
     sa.Column("verified", sa.Boolean, nullable=False, server_default=sa.true()),
     # The HMAC key of a webhook device's signatures, shown once at registration.
     sa.Column("webhook_secret", sa.String(128), nullable=True),
+    # What the provider may see: full, minimal (ids and a generic alert) or encrypted (the full
+    # notification sealed with encryption_key, the base64 of the device's own AES-256 key, a
+    # secret of its owner: never logged, never returned by the API).
+    sa.Column("payload", sa.String(16), nullable=False, server_default="full"),
+    sa.Column("encryption_key", sa.String(64), nullable=True),
     sa.UniqueConstraint("platform", "app", "token_hash", "scope"),
     sa.Index("ix_devices_user_id_active", "user_id", "active"),
 )

@@ -172,6 +172,7 @@ def me(ctx: RequestContext) -> s.UserOut:
 def register_device(ctx: RequestContext) -> s.DeviceOut:
     body: s.CreateDevice = ctx.body
     token = body.token if isinstance(body.token, str) else body.token.model_dump()
+    payload = devices.payload_choice(body.payload, body.encryption_key)
     settings = ctx.services.settings
     device = devices.register_device(
         ctx.services.db,
@@ -182,6 +183,7 @@ def register_device(ctx: RequestContext) -> s.DeviceOut:
         allow_private=settings.push.allow_private_endpoints,
         verify_email=settings.verify_email_devices,
         max_devices=settings.max_devices_per_user,
+        payload=payload,
     )
     return device_out(device)
 

@@ -70,6 +70,7 @@ class TokenOut(Response):
 # --- devices ------------------------------------------------------------------------------------
 
 PlatformName = Literal["apns", "fcm", "webpush", "email", "webhook"]
+PayloadName = Literal["full", "minimal", "encrypted"]
 
 
 class WebPushKeys(RequestBody):
@@ -90,6 +91,20 @@ class CreateDevice(RequestBody):
         "email: address; webhook: https URL"
     )
     app: str = Field(default="default", min_length=1, max_length=64)
+    payload: PayloadName | None = Field(
+        default=None,
+        description="What the push provider sees (docs/private-notifications.md). full: title, "
+        "body and ids; minimal: ids and a generic alert, the app fetches the message; "
+        "encrypted: a generic alert and `encrypted`, base64url(12-byte nonce ‖ ciphertext ‖ "
+        "tag), AES-256-GCM of the full notification's JSON with encryption_key. Omitted: full "
+        "for a new device, unchanged for one you registered before",
+    )
+    encryption_key: str | None = Field(
+        default=None,
+        max_length=100,
+        description='Only with "payload": "encrypted": 32 random bytes, base64. Never shown '
+        "again by the API",
+    )
 
 
 class DeviceOut(Response):
@@ -98,6 +113,9 @@ class DeviceOut(Response):
     app: str
     token: str
     created_at: datetime
+    payload: PayloadName = Field(
+        default="full", description="What the push provider sees: full, minimal or encrypted"
+    )
     verified: bool = Field(
         default=True,
         description="False for an email device until POST /v1/devices/{id}/verify accepts the "
