@@ -196,6 +196,7 @@ def test_push_signed_with_the_generated_key_reaches_the_strict_fake(
         "body": "alice: Pizza?",
         "chat_id": chat["id"],
         "message_id": sent.json()["message"]["id"],
+        "tag": str(chat["id"]),  # one notification per chat on the screen
         "badge": 1,  # bob's unread count
     }
     with db.read() as conn:
