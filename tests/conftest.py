@@ -42,12 +42,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _redis_url_of_this_worker(base: str) -> str:
-    """Under pytest-xdist each worker process gets a Redis database of its own (1-8), so that a
-    test that flushes its queue cannot empty another's; a serial run uses the one named."""
+    """Under pytest-xdist each worker process gets a Redis database of its own (by default 1-8),
+    so that a test that flushes its queue cannot empty another's; a serial run uses the one
+    named."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
         return base
-    return f"{base.rsplit('/', 1)[0]}/{1 + int(worker[2:]) % 8}"
+    # Counted from the database the URL names, so that two parallel runs given different bases
+    # (CHINWAG_TEST_REDIS=.../0 and .../8) do not flush each other's queues.
+    prefix, _, named = base.rpartition("/")
+    first = int(named) if named.isdigit() else 0
+    return f"{prefix}/{(first + 1 + int(worker[2:]) % 8) % 16}"
 
 
 REDIS_URL = _redis_url_of_this_worker(
