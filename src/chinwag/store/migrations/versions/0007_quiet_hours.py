@@ -26,7 +26,9 @@ def upgrade() -> None:
     op.add_column("users", sa.Column("quiet_timezone", sa.String(length=64), nullable=True))
     op.add_column(
         "users",
-        sa.Column("mentions_break_through", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column(
+            "mentions_break_through", sa.Boolean(), server_default=sa.false(), nullable=False
+        ),
     )
 
 
