@@ -196,3 +196,23 @@ def test_quiet_hours_null_turns_them_off_and_what_waited_goes_at_the_next_step(
     assert apns_alerts(fakes) == [(message_id, 1)]
     row = apns_row(alice, message_id)
     assert (row["status"], row["attempts"]) == ("delivered", 1)
+
+
+def test_moving_the_window_end_defers_what_waits_to_the_new_end(
+    web_api: Api, db: Database, fakes: RunningFakes, night: Night
+) -> None:
+    """Each change of quiet hours asks the policy again: a deferred alert follows the window's
+    end as it moves, earlier twice in a row, and nothing rings before it."""
+    alice, bob = web_api.user("alice"), web_api.user("bob")
+    _phone(bob)
+    _quiet(bob, quiet_hours=NIGHT)
+    message_id = _send(alice, _chat(alice, "Team", "bob"), "late news")
+    run_worker(db, fakes, night.late)
+    assert epoch(apns_row(alice, message_id)["deferred_until"]) == night.end
+    for end, hours_earlier in (("06:00", 1), ("05:00", 2)):
+        _quiet(bob, quiet_hours={**NIGHT, "end": end})
+        run_worker(db, fakes, night.late + 60)
+        row = apns_row(alice, message_id)
+        assert row["status"] == "deferred" and row["attempts"] == 0
+        assert epoch(row["deferred_until"]) == night.end - 3600 * hours_earlier
+    assert apns_alerts(fakes) == []

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from chinwag.chat.errors import InvalidInput
+from chinwag.chat.fanout_requests import request_reconsider
 from chinwag.chat.models import User
 from chinwag.store.database import Database
-from chinwag.store.schema import deliveries, users
-from chinwag.store.states import DeliveryStatus
+from chinwag.store.schema import users
 
 WALL_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
@@ -96,9 +96,9 @@ def update_settings(
     mentions_break_through: bool | _Unchanged = UNCHANGED,
 ) -> NotifySettings:
     """Change the settings given (all checked first: a bad one changes nothing); the others
-    stay. A change to quiet hours or to mentions breaking through makes the user's deferred
-    deliveries due at once: the engine asks its policy about each again, and sends it, or defers
-    it to the new window's end."""
+    stay. A change to quiet hours or to mentions breaking through asks the engine to decide
+    about the user's deferred alerts again at once (``request_reconsider``): it sends each, or
+    defers it to the new window's end."""
     if isinstance(quiet_hours, QuietHours):
         check_quiet_hours(quiet_hours)
     values: dict[str, object] = {}
@@ -114,15 +114,5 @@ def update_settings(
         with db.write() as conn:
             conn.execute(users.update().where(users.c.id == user.id).values(values))
             if values.keys() - {"quiet_when_active"}:
-                # The one delivery-row write of the chat layer: it decides nothing, it only
-                # hands the rows back to the engine's policy now rather than at the old end.
-                now = time.time()
-                conn.execute(
-                    deliveries.update()
-                    .where(
-                        deliveries.c.user_id == user.id,
-                        deliveries.c.status == DeliveryStatus.DEFERRED,
-                    )
-                    .values(next_attempt_at=now, updated_at=now)
-                )
+                request_reconsider(conn, user.id, time.time())
     return get_settings(db, user)

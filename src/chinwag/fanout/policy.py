@@ -331,6 +331,12 @@ class DeferredAlert(Protocol):
     def message_id(self) -> int: ...
 
 
+def reconsidered(user_id: int) -> sa.ColumnElement[bool]:
+    """The deliveries a change of the user's quiet hours hands back to the policy at once: their
+    deferred alerts, which may go now, or wait for another end."""
+    return (deliveries.c.user_id == user_id) & (deliveries.c.status == DeliveryStatus.DEFERRED)
+
+
 def collapsed_by_quiet_hours(deferred: Sequence[DeferredAlert]) -> set[int]:
     """Of the alerts deferred by quiet hours, the ids that will not go (skipped, ``COLLAPSED``):
     all but the latest message of each device and chat. At the window's end a phone shows one

@@ -35,6 +35,9 @@ class DeliveryKind(StrEnum):
     ALERT = "alert"  # a new message, shown to the user
     CLEAR = "clear"  # silent: the user read up to the message elsewhere (badge, clear the tray)
     REMOVAL = "removal"  # silent: the message was deleted; withdraw its notification
+    # Outbox only, writes no deliveries: the user (outbox.user_id) changed their quiet hours; ask
+    # the policy again about their deferred alerts now (message_id: one of those alerts').
+    RECONSIDER = "reconsider"
 
 
 class OutboxState(StrEnum):

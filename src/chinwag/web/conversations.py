@@ -11,6 +11,7 @@ import bottle
 from pydantic import Field
 
 from chinwag.chat import edits, events, notify_settings, read_markers
+from chinwag.chat.errors import InvalidInput
 from chinwag.web import schemas as s
 from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.schemas import QueryParams, RequestBody, Response
@@ -125,6 +126,10 @@ def delete_message(ctx: RequestContext, chat_id: int, message_id: int) -> None:
 def user_settings(ctx: RequestContext) -> s.UserSettingsOut:
     body: s.UserSettings = ctx.body
     given = body.model_fields_set
+    if not given:
+        raise InvalidInput(
+            "send quiet_when_active, quiet_hours or mentions_break_through", field="quiet_hours"
+        )
     quiet = body.quiet_hours
     changed = notify_settings.update_settings(
         ctx.services.db,
