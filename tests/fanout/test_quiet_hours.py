@@ -27,15 +27,20 @@ APNS_TOKEN = "b0" * 32
 
 
 class Night:
-    """Tomorrow night in Berlin: 23:00 is inside bob's window, the next 07:00 its end. In the
-    future, so that every row the API writes now is already due by this clock."""
+    """A moment inside bob's 22:00-07:00 window in Berlin (before 04:00, so that moving the end
+    earlier still leaves it inside), and the window's end. Soon after now and within a day of
+    it: every row the API writes now is already due by this clock, and the worker's pruning of
+    day-old events keeps today's."""
 
     def __init__(self) -> None:
-        tomorrow = datetime.now(BERLIN).date() + timedelta(days=1)
-        self.late = datetime.combine(tomorrow, time(23, 0), tzinfo=BERLIN).timestamp()
-        self.end = datetime.combine(
-            tomorrow + timedelta(days=1), time(7, 0), tzinfo=BERLIN
-        ).timestamp()
+        soon = datetime.now(BERLIN) + timedelta(minutes=10)
+        if soon.hour >= 22 or soon.hour < 4:
+            late = soon
+        else:
+            late = datetime.combine(soon.date(), time(23, 0), tzinfo=BERLIN)
+        ends_on = late.date() + timedelta(days=1) if late.hour >= 22 else late.date()
+        self.late = late.timestamp()
+        self.end = datetime.combine(ends_on, time(7, 0), tzinfo=BERLIN).timestamp()
 
 
 @pytest.fixture
@@ -189,6 +194,10 @@ def test_quiet_hours_null_turns_them_off_and_what_waited_goes_at_the_next_step(
     message_id = _send(alice, chat, "late news")
     run_worker(db, fakes, night.late)
     assert apns_row(alice, message_id)["status"] == "deferred"
+    # Nothing was sent, yet alice's live delivery panel was told.
+    events = alice.get("/v1/events", params={"after": 0}).json()["events"]
+    panels = [e["data"] for e in events if e["kind"] == "delivery"]
+    assert panels == [{"message_id": message_id, "chat_id": chat, "summary": {"deferred": 1}}]
 
     off = bob.put("/v1/me/settings", json={"quiet_hours": None})
     assert off.status_code == 200 and off.json()["quiet_hours"] is None

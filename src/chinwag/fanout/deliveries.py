@@ -97,10 +97,13 @@ def claim_deliveries(
     limit: int,
     digest_seconds: float = 0.0,
     room: Mapping[str, int] | None = None,
+    held: set[int] | None = None,
 ) -> list[ClaimedDelivery]:
     """Lease up to ``limit`` due deliveries, and of a platform named in ``room`` at most that
     many (0: none; its sends are saturated). A claim runs out while it waits for a sender slot,
-    so a worker claims no more of a platform than it can start sending now."""
+    so a worker claims no more of a platform than it can start sending now. Alerts that quiet
+    hours defer or collapse are handed back, not returned; their message ids are added to
+    ``held`` (their senders' delivery panels changed)."""
     due = (deliveries.c.status.in_(_WAITING) & (deliveries.c.next_attempt_at <= now)) | (
         (deliveries.c.status == Status.SENDING) & (deliveries.c.lease_until < now)
     )
@@ -133,7 +136,9 @@ def claim_deliveries(
     deferred = [c for c in claimed if c.deferred_until is not None]
     if not deferred:
         return claimed
-    _defer(db, owner, deferred, now)
+    changed = _defer(db, owner, deferred, now)
+    if held is not None:
+        held |= changed
     return [c for c in claimed if c.deferred_until is None]
 
 
@@ -279,10 +284,11 @@ class _Deferred:
     message_id: int
 
 
-def _defer(db: Database, owner: str, claimed: Sequence[ClaimedDelivery], now: float) -> None:
+def _defer(db: Database, owner: str, claimed: Sequence[ClaimedDelivery], now: float) -> set[int]:
     """Hand back claimed alerts the recipient's quiet hours hold: each `deferred` until the
     window's end (not an attempt), or `skipped` when a later alert of the same chat waits for
-    the same device (``collapsed_by_quiet_hours``), as the earlier deferred ones then are."""
+    the same device (``collapsed_by_quiet_hours``), as the earlier deferred ones then are.
+    Return the ids of the messages whose deliveries changed."""
     mine = {c.delivery_id: c for c in claimed}
     with db.write() as conn:
         waiting = [
@@ -325,6 +331,7 @@ def _defer(db: Database, owner: str, claimed: Sequence[ClaimedDelivery], now: fl
                 .where(deliveries.c.id.in_(earlier), deliveries.c.status == Status.DEFERRED)
                 .values(status=Status.SKIPPED, last_error=COLLAPSED, updated_at=now)
             )
+    return {r.message_id for r in candidates if r.id in mine or r.id in collapsed}
 
 
 def _apply_email_digest(

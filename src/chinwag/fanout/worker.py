@@ -215,6 +215,7 @@ class Worker:
                 # `sending` under our lease until then, so claiming first would hold twice the
                 # provider's slots in claims, and a SIGKILL now would repeat both waves.
                 await self._flush()
+            held: set[int] = set()
             claimed = await self._db(
                 claim_deliveries,
                 self.db,
@@ -224,7 +225,9 @@ class Worker:
                 opts.claim_batch,
                 opts.email_digest_seconds,
                 room,
+                held,
             )
+            self._changed_messages |= held
             for item in claimed:
                 self._start_send(item)
             progressed |= bool(claimed)
