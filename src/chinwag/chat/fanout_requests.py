@@ -45,10 +45,11 @@ def request_fanout(
     )
 
 
-def request_reconsider(conn: Connection, user_id: int, now: float) -> bool:
+def request_reconsider(conn: Connection, user_id: int, now: float) -> int | None:
     """Ask the engine to decide again now about the user's deferred alerts (their quiet hours
-    changed); return whether any were waiting. An outbox row needs a message: the latest of
-    those alerts' serves, and a second change re-arms the same row."""
+    changed); return the message the request is filed under, None when nothing was deferred.
+    An outbox row needs a message: the latest of those alerts' serves, and a second change
+    re-arms the same row."""
     message_id = conn.execute(
         sa.select(sa.func.max(deliveries.c.message_id)).where(
             deliveries.c.user_id == user_id,
@@ -56,7 +57,7 @@ def request_reconsider(conn: Connection, user_id: int, now: float) -> bool:
         )
     ).scalar()
     if message_id is None:
-        return False
+        return None
     again = {
         "state": OutboxState.PENDING.value,
         "expanded_through": 0,
@@ -77,7 +78,7 @@ def request_reconsider(conn: Connection, user_id: int, now: float) -> bool:
         )
         .on_conflict_do_update(index_elements=["message_id", "kind", "user_id"], set_=again)
     )
-    return True
+    return int(message_id)
 
 
 def cancel_alerts(conn: Connection, message_id: int, now: float) -> bool:

@@ -94,11 +94,12 @@ def update_settings(
     quiet_when_active: bool | _Unchanged = UNCHANGED,
     quiet_hours: QuietHours | _Unchanged | None = UNCHANGED,
     mentions_break_through: bool | _Unchanged = UNCHANGED,
-) -> NotifySettings:
+) -> tuple[NotifySettings, int | None]:
     """Change the settings given (all checked first: a bad one changes nothing); the others
     stay. A change to quiet hours or to mentions breaking through asks the engine to decide
     about the user's deferred alerts again at once (``request_reconsider``): it sends each, or
-    defers it to the new window's end."""
+    defers it to the new window's end. Return the settings now, and the message that request
+    is filed under (None: none was needed), to ring the doorbell for."""
     if isinstance(quiet_hours, QuietHours):
         check_quiet_hours(quiet_hours)
     values: dict[str, object] = {}
@@ -110,9 +111,10 @@ def update_settings(
         values["quiet_timezone"] = quiet_hours.timezone if quiet_hours else None
     if not isinstance(mentions_break_through, _Unchanged):
         values["mentions_break_through"] = mentions_break_through
+    reconsider: int | None = None
     if values:
         with db.write() as conn:
             conn.execute(users.update().where(users.c.id == user.id).values(values))
             if values.keys() - {"quiet_when_active"}:
-                request_reconsider(conn, user.id, time.time())
-    return get_settings(db, user)
+                reconsider = request_reconsider(conn, user.id, time.time())
+    return get_settings(db, user), reconsider

@@ -131,7 +131,7 @@ def user_settings(ctx: RequestContext) -> s.UserSettingsOut:
             "send quiet_when_active, quiet_hours or mentions_break_through", field="quiet_hours"
         )
     quiet = body.quiet_hours
-    changed = notify_settings.update_settings(
+    changed, reconsider = notify_settings.update_settings(
         ctx.services.db,
         ctx.member,
         quiet_when_active=(
@@ -148,6 +148,8 @@ def user_settings(ctx: RequestContext) -> s.UserSettingsOut:
             else notify_settings.UNCHANGED
         ),
     )
+    if reconsider is not None:
+        ctx.services.ring_doorbell(reconsider)  # deferred alerts to decide about again
     return settings_out(changed)
 
 
