@@ -36,6 +36,9 @@ step_seconds
 recent_failures
 access_token  # a query parameter of /v1/events, read by the live gateway
 
+# A pydantic field validator, called by pydantic (web/schemas.py UserSettings).
+_._not_null
+
 # Called by name across a process boundary (bench/live.py: client.ask("count_open")).
 _.count_open
 

@@ -1,6 +1,6 @@
 """The chat layer asks the engine through the outbox, with a kind, and never writes deliveries:
-reads queue a clear fan-out, deletions a removal (or cancel a fan-out not begun); the engine
-expands them by its policy."""
+reads queue a clear fan-out, deletions a removal (or cancel a fan-out not begun), a change of
+quiet hours a reconsider of the deferred alerts; the engine expands them by its policy."""
 
 from __future__ import annotations
 
@@ -134,6 +134,43 @@ def test_deleting_after_expansion_queues_a_removal_for_the_engine(
     else:
         assert dispatcher.sent == []
         assert _deliveries(db, message_id) == [(DeliveryKind.ALERT, DeliveryStatus.SKIPPED)]
+
+
+def test_changing_quiet_hours_queues_a_reconsider_only_when_alerts_wait(
+    api: Api, db: Database, rung: list[int]
+) -> None:
+    """A quiet hours change with a deferred alert writes one reconsider row (re-armed by the
+    next change) and rings the doorbell, leaving the delivery to the engine, which sends it."""
+    alice, bob, chat_id, bob_id = _pair(api)
+    night = {"start": "22:00", "end": "07:00", "timezone": "Europe/Berlin"}
+    assert bob.put("/v1/me/settings", json={"quiet_hours": night}).is_success
+    message_id = _send(alice, chat_id, "late")
+    assert _fanouts(db, message_id) == [(DeliveryKind.ALERT, 0, OutboxState.PENDING)]
+    (claim,) = claim_outbox(db, "test", time.time(), 60, 1)
+    expand_batch(db, claim, "test", time.time(), 60, 100)
+    later = time.time() + 3600  # as if the worker had deferred it to the window's end
+    with db.write() as conn:
+        conn.execute(
+            deliveries.update().values(status=DeliveryStatus.DEFERRED, next_attempt_at=later)
+        )
+    rung.clear()
+    assert bob.put("/v1/me/settings", json={"quiet_hours": None}).is_success
+    assert bob.put("/v1/me/settings", json={"mentions_break_through": True}).is_success
+    assert rung == [message_id, message_id]
+    assert _fanouts(db, message_id) == [
+        (DeliveryKind.ALERT, 0, OutboxState.DONE),
+        (DeliveryKind.RECONSIDER, bob_id, OutboxState.PENDING),
+    ]
+    with db.read() as conn:
+        assert conn.execute(sa.select(deliveries.c.next_attempt_at)).scalar() == later
+    dispatcher = RecordingDispatcher()
+    _run(db, dispatcher)
+    assert [n.message_id for _, n in dispatcher.sent] == [message_id]
+    assert _deliveries(db, message_id) == [(DeliveryKind.ALERT, DeliveryStatus.DELIVERED)]
+    assert _fanouts(db, message_id)[1] == (DeliveryKind.RECONSIDER, bob_id, OutboxState.DONE)
+    rung.clear()
+    assert bob.put("/v1/me/settings", json={"quiet_hours": night}).is_success
+    assert rung == []  # nothing waits: nothing to reconsider
 
 
 def test_the_chat_layer_never_writes_deliveries() -> None:

@@ -2,8 +2,9 @@
 
 A change that should notify someone writes an outbox row of a kind in its own transaction: a new
 message (alert), a read marker moved (clear, for the reader's devices), a message deleted
-(removal). The engine (``chinwag.fanout``) claims the row and decides, by its policy, which
-devices get what; the chat layer never writes delivery rows itself.
+(removal), quiet hours changed (reconsider: the user's deferred alerts are decided again). The
+engine (``chinwag.fanout``) claims the row and decides, by its policy, which devices get what;
+the chat layer never writes delivery rows itself.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from chinwag.store.schema import outbox
-from chinwag.store.states import DeliveryKind, OutboxState
+from chinwag.store.schema import deliveries, outbox
+from chinwag.store.states import DeliveryKind, DeliveryStatus, OutboxState
 
 
 def request_fanout(
@@ -42,6 +43,42 @@ def request_fanout(
         .values(values)
         .on_conflict_do_nothing(index_elements=["message_id", "kind", "user_id"])
     )
+
+
+def request_reconsider(conn: Connection, user_id: int, now: float) -> int | None:
+    """Ask the engine to decide again now about the user's deferred alerts (their quiet hours
+    changed); return the message the request is filed under, None when nothing was deferred.
+    An outbox row needs a message: the latest of those alerts' serves, and a second change
+    re-arms the same row."""
+    message_id = conn.execute(
+        sa.select(sa.func.max(deliveries.c.message_id)).where(
+            deliveries.c.user_id == user_id,
+            deliveries.c.status == DeliveryStatus.DEFERRED,
+        )
+    ).scalar()
+    if message_id is None:
+        return None
+    again = {
+        "state": OutboxState.PENDING.value,
+        "expanded_through": 0,
+        "due_at": now,
+        "lease_until": None,
+        "lease_owner": None,
+        "updated_at": now,
+    }
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(outbox)
+        .values(
+            message_id=message_id,
+            kind=DeliveryKind.RECONSIDER.value,
+            user_id=user_id,
+            created_at=now,
+            **again,
+        )
+        .on_conflict_do_update(index_elements=["message_id", "kind", "user_id"], set_=again)
+    )
+    return int(message_id)
 
 
 def cancel_alerts(conn: Connection, message_id: int, now: float) -> bool:

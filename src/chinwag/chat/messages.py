@@ -19,7 +19,7 @@ from chinwag.chat.models import Chat, Delivery, Message, User
 from chinwag.chat.ratelimit import RateLimit
 from chinwag.store.database import Database
 from chinwag.store.schema import chats, deliveries, memberships, messages, users
-from chinwag.store.states import DeliveryKind, OutboxState
+from chinwag.store.states import DeliveryKind, DeliveryStatus, OutboxState
 
 # A message's delivery record is its notifications; the silent badge-clear and removal updates
 # sent later for the same devices are rows of other kinds and would double-count the panel.
@@ -227,6 +227,9 @@ def list_deliveries(
             last_error=row["last_error"],
             updated_at=row["updated_at"],
             delivered_at=row["delivered_at"],
+            deferred_until=(
+                row["next_attempt_at"] if row["status"] == DeliveryStatus.DEFERRED else None
+            ),
         )
         for row in rows[:limit]
     ]

@@ -81,3 +81,4 @@ class Delivery:
     last_error: str | None
     updated_at: float
     delivered_at: float | None
+    deferred_until: float | None = None  # a deferred delivery goes then (quiet hours)

@@ -20,9 +20,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from chinwag.fanout.policy import (
+    COLLAPSED,
+    QuietHours,
     SendTimeFacts,
     badge_counts,
     carries_badge,
+    collapsed_by_quiet_hours,
+    deferred_until,
     digest_waiting,
     is_digestible,
     is_urgent,
@@ -84,6 +88,8 @@ class ClaimedDelivery:
     chat_id: int = 0
     # Other email deliveries batched into this one's digest: they share its outcome.
     batched: tuple[int, ...] = ()
+    # Set when it may go, but not yet (the recipient's quiet hours): it waits until then.
+    deferred_until: float | None = None
 
 
 def claim_deliveries(
@@ -94,10 +100,13 @@ def claim_deliveries(
     limit: int,
     digest_seconds: float = 0.0,
     room: Mapping[str, int] | None = None,
+    held: set[int] | None = None,
 ) -> list[ClaimedDelivery]:
     """Lease up to ``limit`` due deliveries, and of a platform named in ``room`` at most that
     many (0: none; its sends are saturated). A claim runs out while it waits for a sender slot,
-    so a worker claims no more of a platform than it can start sending now."""
+    so a worker claims no more of a platform than it can start sending now. Alerts that quiet
+    hours defer or collapse are handed back, not returned; their message ids are added to
+    ``held`` (their senders' delivery panels changed)."""
     due = (deliveries.c.status.in_(_WAITING) & (deliveries.c.next_attempt_at <= now)) | (
         (deliveries.c.status == Status.SENDING) & (deliveries.c.lease_until < now)
     )
@@ -126,7 +135,14 @@ def claim_deliveries(
     # The rows of one claim are mostly the devices of a few messages: they share one
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}
-    return [_claimed(row, badges, batches, now, shared) for row in rows]
+    claimed = [_claimed(row, badges, batches, now, shared) for row in rows]
+    deferred = [c for c in claimed if c.deferred_until is not None]
+    if not deferred:
+        return claimed
+    changed = _defer(db, owner, deferred, now)
+    if held is not None:
+        held |= changed
+    return [c for c in claimed if c.deferred_until is None]
 
 
 def _claimable(
@@ -178,6 +194,10 @@ def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
             sender.c.display_name.label("sender_name"),
             recipient.c.quiet_when_active,
             recipient.c.last_active_at,
+            recipient.c.quiet_start,
+            recipient.c.quiet_end,
+            recipient.c.quiet_timezone,
+            recipient.c.mentions_break_through,
             memberships.c.user_id.label("member_id"),
             memberships.c.notify_level,
             mentions.c.user_id.label("mentioned_id"),
@@ -227,6 +247,22 @@ def _claimed(
             earlier=tuple((r.sender_name, r.body) for r in batch),
             mentioned=mentioned,
         )
+    facts = SendTimeFacts(
+        kind=row.kind,
+        platform=row.platform,
+        device_active=bool(row.active),
+        device_owner_id=row.device_owner_id,
+        recipient_id=row.user_id,
+        is_member=row.member_id is not None,
+        notify_level=row.notify_level,
+        mentioned=row.mentioned_id is not None,
+        message_deleted=row.deleted_at is not None,
+        quiet_when_active=bool(row.quiet_when_active),
+        last_active_at=row.last_active_at,
+        quiet_hours=QuietHours.parse(row.quiet_start, row.quiet_end, row.quiet_timezone),
+        mentions_break_through=bool(row.mentions_break_through),
+    )
+    skip = skip_reason(facts, now)
     return ClaimedDelivery(
         delivery_id=row.id,
         attempts=row.attempts,
@@ -241,31 +277,75 @@ def _claimed(
             encryption_key=_key_bytes(row.encryption_key),
         ),
         notification=notification,
-        skip=skip_reason(
-            SendTimeFacts(
-                kind=row.kind,
-                platform=row.platform,
-                device_active=bool(row.active),
-                device_owner_id=row.device_owner_id,
-                recipient_id=row.user_id,
-                is_member=row.member_id is not None,
-                notify_level=row.notify_level,
-                mentioned=row.mentioned_id is not None,
-                message_deleted=row.deleted_at is not None,
-                quiet_when_active=bool(row.quiet_when_active),
-                last_active_at=row.last_active_at,
-            ),
-            now,
-        ),
+        skip=skip,
         sender_id=row.sender_id,
         chat_id=row.chat_id,
         batched=tuple(r.id for r in batch),
+        deferred_until=deferred_until(facts, now) if skip is None else None,
     )
 
 
 def _key_bytes(stored: str | None) -> bytes | None:
     """An encrypted device's AES key, stored as the canonical base64 ``payload_choice`` wrote."""
     return base64.b64decode(stored) if stored else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    id: int
+    device_id: int
+    chat_id: int
+    message_id: int
+
+
+def _defer(db: Database, owner: str, claimed: Sequence[ClaimedDelivery], now: float) -> set[int]:
+    """Hand back claimed alerts the recipient's quiet hours hold: each `deferred` until the
+    window's end (not an attempt), or `skipped` when a later alert of the same chat waits for
+    the same device (``collapsed_by_quiet_hours``), as the earlier deferred ones then are.
+    Return the ids of the messages whose deliveries changed."""
+    mine = {c.delivery_id: c for c in claimed}
+    with db.write() as conn:
+        waiting = [
+            _Deferred(r.id, r.device_id, r.chat_id, r.message_id)
+            for r in conn.execute(
+                sa.select(
+                    deliveries.c.id,
+                    deliveries.c.device_id,
+                    messages.c.chat_id,
+                    deliveries.c.message_id,
+                )
+                .join(messages, messages.c.id == deliveries.c.message_id)
+                .where(
+                    deliveries.c.device_id.in_({c.target.device_id for c in claimed}),
+                    deliveries.c.kind == DeliveryKind.ALERT,
+                    deliveries.c.status == Status.DEFERRED,
+                )
+            )
+        ]
+        candidates = waiting + [
+            _Deferred(c.delivery_id, c.target.device_id, c.chat_id, c.notification.message_id)
+            for c in claimed
+        ]
+        collapsed = collapsed_by_quiet_hours(candidates)
+        released = {"lease_until": None, "lease_owner": None, "updated_at": now}
+        for delivery_id, item in mine.items():
+            if delivery_id in collapsed:
+                values: dict[str, object] = {"status": Status.SKIPPED, "last_error": COLLAPSED}
+            else:
+                values = {"status": Status.DEFERRED, "next_attempt_at": item.deferred_until}
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id, deliveries.c.lease_owner == owner)
+                .values(**values, **released)
+            )
+        earlier = [r.id for r in waiting if r.id in collapsed]
+        if earlier:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(earlier), deliveries.c.status == Status.DEFERRED)
+                .values(status=Status.SKIPPED, last_error=COLLAPSED, updated_at=now)
+            )
+    return {r.message_id for r in candidates if r.id in mine or r.id in collapsed}
 
 
 def _apply_email_digest(

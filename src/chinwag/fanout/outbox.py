@@ -17,7 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from chinwag.fanout.policy import MESSAGE_DELETED, cancelled_by_removal, recipient_devices
+from chinwag.fanout.policy import (
+    MESSAGE_DELETED,
+    cancelled_by_removal,
+    recipient_devices,
+    reconsidered,
+)
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, messages, outbox
 from chinwag.store.states import DeliveryKind, DeliveryStatus, OutboxState
@@ -98,6 +103,20 @@ def expand_batch(
     """Write the next batch of delivery rows; return the advanced claim, rows added, and done."""
     with db.write() as conn:
         _extend_lease(conn, claim, owner, now, lease_seconds)
+        if claim.kind is DeliveryKind.RECONSIDER:
+            # No deliveries to write: the user's deferred alerts fall due now, and the claim of
+            # each asks the policy again (sent, or deferred to the new window's end).
+            conn.execute(
+                deliveries.update()
+                .where(reconsidered(claim.user_id))
+                .values(next_attempt_at=now, updated_at=now)
+            )
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == claim.outbox_id)
+                .values(state=OutboxState.DONE, lease_until=None, lease_owner=None, updated_at=now)
+            )
+            return claim, 0, True
         if claim.kind is DeliveryKind.REMOVAL and claim.expanded_through == 0:
             # The deleted message's alerts not sent yet never will be.
             conn.execute(

@@ -5,7 +5,10 @@ The engine asks twice. When it expands a fan-out (an outbox row) into delivery r
 ``skip_reason`` says whether a row written earlier must not go out any more (a device deleted, a
 member removed or muted, a message deleted since). In between, ``carries_badge`` and
 ``badge_counts`` say what the badge shows, ``is_urgent`` which alerts are time-sensitive, and
-``plan_email_digest`` which emails wait for their window and which fold into one digest.
+``plan_email_digest`` which emails wait for their window and which fold into one digest. A
+delivery that may go but not yet — the recipient's quiet hours — is ``deferred_until`` the
+window's end, and ``collapsed_by_quiet_hours`` keeps only the latest deferred alert per device
+and chat.
 
 Notify levels per member and chat, as the table ``LEVELS`` below: "all" hears every message;
 "mentions" only messages that @mention the member; "none" (what ``muted: true`` sets) nothing but
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -61,6 +66,9 @@ _RULE_OF: Mapping[str | None, LevelRule] = {level.value: rule for level, rule in
 # this many seconds (the stream refreshes it every 20 s while open).
 ACTIVE_WINDOW_SECONDS = 45.0
 MOBILE_PLATFORMS = frozenset({Platform.APNS, Platform.FCM})
+# Quiet hours hold phone and browser alerts, the ones that ring; email and webhooks still go.
+QUIET_PLATFORMS = frozenset({Platform.APNS, Platform.FCM, Platform.WEBPUSH})
+COLLAPSED = "collapsed into a later message"
 # Platforms that show a badge or a notification tray, which clear and removal updates change.
 CLEARABLE_PLATFORMS = (Platform.APNS, Platform.FCM, Platform.WEBPUSH)
 # Alerts a removal withdraws: shown, or being shown while the message was deleted.
@@ -225,6 +233,8 @@ class SendTimeFacts:
     message_deleted: bool
     quiet_when_active: bool
     last_active_at: float | None
+    quiet_hours: QuietHours | None = None
+    mentions_break_through: bool = False
 
 
 def skip_reason(facts: SendTimeFacts, now: float) -> str | None:
@@ -249,6 +259,96 @@ def skip_reason(facts: SendTimeFacts, now: float) -> str | None:
     ):
         return "user active on a live client"
     return None
+
+
+# --- quiet hours ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A daily window of wall-clock times in an IANA zone; ``end`` before ``start`` crosses
+    midnight. Start is inside the window, end is not."""
+
+    start: time
+    end: time
+    timezone: str
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None, timezone: str | None) -> QuietHours | None:
+        """From the users table's "HH:MM" columns; None when the user has no quiet hours."""
+        if start is None or end is None or timezone is None:
+            return None
+        return cls(time.fromisoformat(start), time.fromisoformat(end), timezone)
+
+
+def quiet_until(quiet: QuietHours | None, now: float) -> float | None:
+    """If ``now`` (epoch seconds) is inside the window, the epoch second it ends; else None.
+
+    Computed on the wall clock of the user's zone, so a window ends at its local time whatever
+    the offset that night: 22:00-07:00 over the spring-forward night lasts eight hours, over the
+    fall-back night ten. An end the clocks skip (02:30 on the spring-forward night in Berlin) is
+    read with the offset before the jump (03:30 by the new clock); an end the clocks repeat, at
+    its first occurrence."""
+    if quiet is None or quiet.start == quiet.end:
+        return None
+    zone = ZoneInfo(quiet.timezone)
+    local = datetime.fromtimestamp(now, zone)
+    wall = local.time().replace(tzinfo=None)
+    ends_on: date
+    if quiet.start < quiet.end:
+        if not quiet.start <= wall < quiet.end:
+            return None
+        ends_on = local.date()
+    elif wall >= quiet.start:
+        ends_on = local.date() + timedelta(days=1)
+    elif wall < quiet.end:
+        ends_on = local.date()
+    else:
+        return None
+    until = datetime.combine(ends_on, quiet.end, tzinfo=zone).timestamp()
+    # Inside the fall-back night's repeated hour, an end read at its first occurrence is past.
+    return until if until > now else None
+
+
+def deferred_until(facts: SendTimeFacts, now: float) -> float | None:
+    """When an alert that may go (``skip_reason`` said None) goes instead, if not now: phone and
+    browser alerts wait for the end of the recipient's quiet hours, unless the message mentions
+    them and they let mentions break through. Silent updates, email and webhooks never wait."""
+    if facts.kind != DeliveryKind.ALERT or facts.platform not in QUIET_PLATFORMS:
+        return None
+    if facts.mentioned and facts.mentions_break_through:
+        return None
+    return quiet_until(facts.quiet_hours, now)
+
+
+class DeferredAlert(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def device_id(self) -> int: ...
+    @property
+    def chat_id(self) -> int: ...
+    @property
+    def message_id(self) -> int: ...
+
+
+def reconsidered(user_id: int) -> sa.ColumnElement[bool]:
+    """The deliveries a change of the user's quiet hours hands back to the policy at once: their
+    deferred alerts, which may go now, or wait for another end."""
+    return (deliveries.c.user_id == user_id) & (deliveries.c.status == DeliveryStatus.DEFERRED)
+
+
+def collapsed_by_quiet_hours(deferred: Sequence[DeferredAlert]) -> set[int]:
+    """Of the alerts deferred by quiet hours, the ids that will not go (skipped, ``COLLAPSED``):
+    all but the latest message of each device and chat. At the window's end a phone shows one
+    notification per chat, the newest, with the badge counted when it is sent."""
+    latest: dict[tuple[int, int], DeferredAlert] = {}
+    for row in deferred:
+        key = (row.device_id, row.chat_id)
+        if key not in latest or row.message_id > latest[key].message_id:
+            latest[key] = row
+    kept = {row.id for row in latest.values()}
+    return {row.id for row in deferred if row.id not in kept}
 
 
 def recheck_unavailable_at(now: float) -> float:

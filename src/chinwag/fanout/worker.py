@@ -95,11 +95,15 @@ class Worker:
         *,
         owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         # Intervals are timed on a monotonic clock, which counts from an arbitrary point (boot,
         # on Linux): "never done" is None, not 0.0, or a freshly booted machine waits an hour.
         self._clock = clock
+        # The epoch seconds the rows' times are compared with (due, leases, quiet hours): a test
+        # sets it to reach the end of a user's quiet hours without waiting for it.
+        self._now = wall_clock
         self.sender = sender
         self.options = options or WorkerOptions()
         self.owner = owner or new_owner_id()
@@ -150,8 +154,8 @@ class Worker:
             while True:
                 progressed = await self._step()
                 if not progressed and not self._in_flight and not self._results:
-                    due = await self._db(next_due_at, self.db, time.time(), self.owner)
-                    if due is None or due > time.time() + horizon:
+                    due = await self._db(next_due_at, self.db, self._now(), self.owner)
+                    if due is None or due > self._now() + horizon:
                         if self._changed_messages:
                             await self._publish_summaries()
                         return
@@ -163,7 +167,7 @@ class Worker:
             await self._stop_heartbeat()
 
     async def _step(self) -> bool:
-        now = time.time()
+        now = self._now()
         progressed = False
         opts = self.options
         if len(self._expanding) < opts.max_expanding:
@@ -184,7 +188,7 @@ class Worker:
                     self.db,
                     claim,
                     self.owner,
-                    time.time(),
+                    self._now(),
                     opts.lease_seconds,
                     opts.expand_batch,
                 )
@@ -211,16 +215,19 @@ class Worker:
                 # `sending` under our lease until then, so claiming first would hold twice the
                 # provider's slots in claims, and a SIGKILL now would repeat both waves.
                 await self._flush()
+            held: set[int] = set()
             claimed = await self._db(
                 claim_deliveries,
                 self.db,
                 self.owner,
-                time.time(),
+                self._now(),
                 opts.lease_seconds,
                 opts.claim_batch,
                 opts.email_digest_seconds,
                 room,
+                held,
             )
+            self._changed_messages |= held
             for item in claimed:
                 self._start_send(item)
             progressed |= bool(claimed)
@@ -237,7 +244,7 @@ class Worker:
             await self._publish_summaries()
         if self._elapsed(self._last_prune, opts.prune_every):
             self._last_prune = self._clock()
-            await self._db(events.prune, self.db, time.time())
+            await self._db(events.prune, self.db, self._now())
             await self._db(ratelimit.prune, self.db)
         return progressed
 
@@ -281,7 +288,7 @@ class Worker:
     async def _renew_leases(self) -> None:
         watched = dict(self._in_flight)
         held = await self._db(
-            renew_leases, self.db, self.owner, time.time(), self.options.lease_seconds
+            renew_leases, self.db, self.owner, self._now(), self.options.lease_seconds
         )
         self._count("heartbeats", 1)
         # A send still in flight whose row is no longer ours: our lease ran out (the worker was
@@ -322,7 +329,7 @@ class Worker:
         self._last_flush = self._clock()
         try:
             recorded = await self._db(
-                record_outcomes, self.db, self.owner, results, time.time(), self.options.retry
+                record_outcomes, self.db, self.owner, results, self._now(), self.options.retry
             )
         except Exception:
             # The write rolled back (the database may be restarting): keep the outcomes for the
@@ -350,9 +357,9 @@ class Worker:
             timeout = min(timeout, self.options.flush_every)
         else:
             # Also wakes when another worker's lease runs out: if it died, its rows are ours.
-            due = await self._db(next_due_at, self.db, time.time(), self.owner)
+            due = await self._db(next_due_at, self.db, self._now(), self.owner)
             if due is not None:
-                timeout = max(0.0, min(timeout, due - time.time()))
+                timeout = max(0.0, min(timeout, due - self._now()))
         self._wake.clear()
         waiter = asyncio.create_task(self._wake.wait())
         stopper = asyncio.create_task(stop.wait())
@@ -381,7 +388,7 @@ class Worker:
         try:
             if self._results:
                 await self._flush()
-            now = time.time()
+            now = self._now()
             await self._db(release_deliveries, self.db, unfinished, self.owner, now)
             await self._db(release_outbox, self.db, self._expanding, self.owner, now)
         except Exception:

@@ -32,6 +32,12 @@ users = sa.Table(
     # Opt-in: no mobile push while a live stream of this user's is open (see docs/conversations).
     sa.Column("quiet_when_active", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("last_active_at", sa.Float, nullable=True),
+    # Quiet hours: phone and browser alerts wait for the window's end ("HH:MM" wall times in the
+    # IANA zone quiet_timezone; all three null: none). See chinwag.fanout.policy.quiet_until.
+    sa.Column("quiet_start", sa.String(5), nullable=True),
+    sa.Column("quiet_end", sa.String(5), nullable=True),
+    sa.Column("quiet_timezone", sa.String(64), nullable=True),
+    sa.Column("mentions_break_through", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 api_tokens = sa.Table(

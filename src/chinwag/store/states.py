@@ -18,13 +18,15 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"  # claimed under a lease
     DELIVERED = "delivered"
     RETRYING = "retrying"  # failed and due again after a backoff
+    # Held by the recipient's quiet hours; goes at next_attempt_at, the window's end.
+    DEFERRED = "deferred"
     FAILED = "failed"  # gave up: our payload or settings are wrong, or attempts ran out
     TOKEN_DEAD = "token_dead"  # the provider says the device is gone
     SKIPPED = "skipped"  # the policy said not to send it (last_error says why)
 
 
-# Rows a worker may still send.
-WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+# Rows a worker may still send (each when its next_attempt_at comes).
+WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.DEFERRED)
 
 
 class DeliveryKind(StrEnum):
@@ -33,6 +35,9 @@ class DeliveryKind(StrEnum):
     ALERT = "alert"  # a new message, shown to the user
     CLEAR = "clear"  # silent: the user read up to the message elsewhere (badge, clear the tray)
     REMOVAL = "removal"  # silent: the message was deleted; withdraw its notification
+    # Outbox only, writes no deliveries: the user (outbox.user_id) changed their quiet hours; ask
+    # the policy again about their deferred alerts now (message_id: one of those alerts').
+    RECONSIDER = "reconsider"
 
 
 class OutboxState(StrEnum):

@@ -11,6 +11,8 @@ import bottle
 from pydantic import Field
 
 from chinwag.chat import edits, events, notify_settings, read_markers
+from chinwag.chat.errors import InvalidInput
+from chinwag.web import schemas as s
 from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.schemas import QueryParams, RequestBody, Response
 
@@ -38,16 +40,6 @@ class Edited(Response):
     chat_id: int
     body: str
     edited_at: datetime
-
-
-class UserSettings(RequestBody):
-    quiet_when_active: bool = Field(
-        description="No mobile push while a live client (GET /v1/events) of yours is open"
-    )
-
-
-class UserSettingsOut(Response):
-    quiet_when_active: bool
 
 
 class EventsQuery(QueryParams):
@@ -126,15 +118,52 @@ def delete_message(ctx: RequestContext, chat_id: int, message_id: int) -> None:
     "PUT",
     "/v1/me/settings",
     summary="Your notification settings",
-    body=UserSettings,
-    response=UserSettingsOut,
+    body=s.UserSettings,
+    response=s.UserSettingsOut,
     errors=(401, 422),
     tag="conversations",
 )
-def user_settings(ctx: RequestContext) -> UserSettingsOut:
-    body: UserSettings = ctx.body
-    notify_settings.set_quiet_when_active(ctx.services.db, ctx.member, body.quiet_when_active)
-    return UserSettingsOut(quiet_when_active=body.quiet_when_active)
+def user_settings(ctx: RequestContext) -> s.UserSettingsOut:
+    body: s.UserSettings = ctx.body
+    given = body.model_fields_set
+    if not given:
+        raise InvalidInput(
+            "send quiet_when_active, quiet_hours or mentions_break_through", field="quiet_hours"
+        )
+    quiet = body.quiet_hours
+    changed, reconsider = notify_settings.update_settings(
+        ctx.services.db,
+        ctx.member,
+        quiet_when_active=(
+            body.quiet_when_active if "quiet_when_active" in given else notify_settings.UNCHANGED
+        ),
+        quiet_hours=(
+            (notify_settings.QuietHours(quiet.start, quiet.end, quiet.timezone) if quiet else None)
+            if "quiet_hours" in given
+            else notify_settings.UNCHANGED
+        ),
+        mentions_break_through=(
+            body.mentions_break_through
+            if "mentions_break_through" in given
+            else notify_settings.UNCHANGED
+        ),
+    )
+    if reconsider is not None:
+        ctx.services.ring_doorbell(reconsider)  # deferred alerts to decide about again
+    return settings_out(changed)
+
+
+def settings_out(settings: notify_settings.NotifySettings) -> s.UserSettingsOut:
+    quiet = settings.quiet_hours
+    return s.UserSettingsOut(
+        quiet_when_active=settings.quiet_when_active,
+        quiet_hours=(
+            s.QuietHoursOut(start=quiet.start, end=quiet.end, timezone=quiet.timezone)
+            if quiet
+            else None
+        ),
+        mentions_break_through=settings.mentions_break_through,
+    )
 
 
 @api.route(

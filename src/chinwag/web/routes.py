@@ -9,13 +9,22 @@ import bottle
 import sqlalchemy as sa
 
 from chinwag import __version__
-from chinwag.chat import accounts, chats, devices, messages, ratelimit, verification
+from chinwag.chat import (
+    accounts,
+    chats,
+    devices,
+    messages,
+    notify_settings,
+    ratelimit,
+    verification,
+)
 from chinwag.chat.errors import InvalidInput, NotFound
 from chinwag.chat.models import Chat, Device, Message, User
 from chinwag.config import ConfigError
 from chinwag.web import schemas as s
 from chinwag.web.addresses import client_address, rate_subject, trusted_networks
 from chinwag.web.api import Api, HttpError, RequestContext
+from chinwag.web.conversations import settings_out
 
 log = logging.getLogger("chinwag.web")
 
@@ -150,10 +159,16 @@ def change_password(ctx: RequestContext) -> None:
 
 
 @api.route(
-    "GET", "/v1/me", summary="The signed-in user", response=s.UserOut, errors=(401,), tag="accounts"
+    "GET",
+    "/v1/me",
+    summary="The signed-in user and their notification settings",
+    response=s.MeOut,
+    errors=(401,),
+    tag="accounts",
 )
-def me(ctx: RequestContext) -> s.UserOut:
-    return user_out(ctx.member)
+def me(ctx: RequestContext) -> s.MeOut:
+    settings = settings_out(notify_settings.get_settings(ctx.services.db, ctx.member))
+    return s.MeOut(**user_out(ctx.member).model_dump(), settings=settings)
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -448,6 +463,7 @@ def list_deliveries(ctx: RequestContext, message_id: int) -> s.DeliveryPage:
                 last_error=d.last_error,
                 updated_at=d.updated_at,  # type: ignore[arg-type]
                 delivered_at=d.delivered_at,  # type: ignore[arg-type]
+                deferred_until=d.deferred_until,  # type: ignore[arg-type]
             )
             for d in rows
         ],

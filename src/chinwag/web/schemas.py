@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class RequestBody(BaseModel):
@@ -55,6 +55,56 @@ class UserOut(Response):
     display_name: str
     is_admin: bool
     created_at: datetime
+
+
+class QuietHoursIn(RequestBody):
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["22:00"])
+    end: str = Field(
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        examples=["07:00"],
+        description="Not equal to start; before start, the window crosses midnight",
+    )
+    timezone: str = Field(min_length=1, max_length=64, examples=["Europe/Berlin"])
+
+
+class UserSettings(RequestBody):
+    """Settings left out keep their value."""
+
+    quiet_when_active: bool = Field(
+        default=False,
+        description="No mobile push while a live client (GET /v1/events) of yours is open",
+    )
+    quiet_hours: QuietHoursIn | None = Field(
+        default=None,
+        description="Phone and browser alerts (APNs, FCM, Web Push) wait for the window's end, "
+        "collapsed to the latest per chat; email and webhooks still go. null: none",
+    )
+    mentions_break_through: bool = Field(
+        default=False, description="Messages that @mention you ring even in quiet hours"
+    )
+
+    @field_validator("quiet_when_active", "mentions_break_through", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must be true or false")  # left out is fine; null is not
+        return value
+
+
+class QuietHoursOut(Response):
+    start: str
+    end: str
+    timezone: str
+
+
+class UserSettingsOut(Response):
+    quiet_when_active: bool
+    quiet_hours: QuietHoursOut | None
+    mentions_break_through: bool
+
+
+class MeOut(UserOut):
+    settings: UserSettingsOut = Field(description="Yours, as PUT /v1/me/settings sets them")
 
 
 class ChangePassword(RequestBody):
@@ -235,7 +285,7 @@ class MessagePage(Response):
 # --- deliveries ---------------------------------------------------------------------------------
 
 DeliveryStatus = Literal[
-    "pending", "sending", "delivered", "retrying", "failed", "token_dead", "skipped"
+    "pending", "sending", "delivered", "retrying", "deferred", "failed", "token_dead", "skipped"
 ]
 
 
@@ -254,6 +304,9 @@ class DeliveryOut(Response):
     last_error: str | None
     updated_at: datetime
     delivered_at: datetime | None
+    deferred_until: datetime | None = Field(
+        default=None, description="When a deferred delivery goes: the end of quiet hours"
+    )
 
 
 class DeliveryPage(Response):

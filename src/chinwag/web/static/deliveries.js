@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 
-export const STATUSES = ["pending", "sending", "retrying", "delivered", "failed", "token_dead", "skipped"];
+export const STATUSES = ["pending", "sending", "retrying", "deferred", "delivered", "failed", "token_dead", "skipped"];
 const FINAL = new Set(["delivered", "failed", "token_dead", "skipped"]);
 const ROWS_SHOWN = 200;
 
