@@ -76,6 +76,7 @@ def _device(
                 verified=verified,
                 created_at=now,
                 updated_at=now,
+                refreshed_at=now,
             )
             .returning(devices.c.id)
         ).scalar_one()

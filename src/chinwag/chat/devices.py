@@ -149,6 +149,7 @@ def _upsert_device(
                 "active": True,
                 "deactivated_reason": None,
                 "updated_at": now,
+                "refreshed_at": now,
             }
             if platform is Platform.WEBHOOK and not existing.active:
                 # Brought back after a delete: its old secret may be lost; it gets a new one.
@@ -176,6 +177,7 @@ def _upsert_device(
                     active=True,
                     created_at=now,
                     updated_at=now,
+                    refreshed_at=now,
                 )
             ).scalar_one()
             if unverified:

@@ -33,6 +33,7 @@ class DeliveryKind(StrEnum):
     ALERT = "alert"  # a new message, shown to the user
     CLEAR = "clear"  # silent: the user read up to the message elsewhere (badge, clear the tray)
     REMOVAL = "removal"  # silent: the message was deleted; withdraw its notification
+    TEST = "test"  # shown: a test notification its owner asked for; one device, no message
 
 
 class OutboxState(StrEnum):
