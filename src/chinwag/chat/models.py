@@ -31,6 +31,11 @@ class Device:
     verified: bool = True
     # Set only on the answer to the registration that created it: shown once, never again.
     webhook_secret: str | None = None
+    refreshed_at: float = 0.0  # last registered (or registered again)
+    # What the provider last said about it (recorded by the worker).
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    last_failure_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

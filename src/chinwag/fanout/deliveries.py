@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,6 +47,7 @@ from chinwag.store.schema import (
     mentions,
     messages,
     outbox,
+    provider_health,
     users,
 )
 from chinwag.store.states import WAITING, DeliveryKind, OutboxState
@@ -55,6 +56,16 @@ from chinwag.store.states import DeliveryStatus as Status
 log = logging.getLogger("chinwag.fanout")
 
 _WAITING = [s.value for s in WAITING]
+
+# What a test notification says (POST /v1/devices/{id}/test): title "chinwag", body
+# "chinwag: Test notification". It is about no chat and no message (their ids are 0).
+TEST_NOTIFICATION = Notification(
+    chat_id=0,
+    message_id=0,
+    chat_title="chinwag",
+    sender_name="chinwag",
+    preview="Test notification",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,7 @@ class ClaimedDelivery:
     chat_id: int = 0
     # Other email deliveries batched into this one's digest: they share its outcome.
     batched: tuple[int, ...] = ()
+    is_test: bool = False
 
 
 def claim_deliveries(
@@ -103,18 +115,18 @@ def claim_deliveries(
         return []
     lease = {"lease_until": now + lease_seconds, "lease_owner": owner, "updated_at": now}
     with db.write() as conn:
-        ids = [
-            row.id
-            for row in conn.execute(
-                deliveries.update()
-                .where(chosen)
-                .values(status=Status.SENDING, **lease)
-                .returning(deliveries.c.id)
-            )
-        ]
-        if not ids:
+        returned = conn.execute(
+            deliveries.update()
+            .where(chosen)
+            .values(status=Status.SENDING, **lease)
+            .returning(deliveries.c.id, deliveries.c.kind)
+        ).all()
+        if not returned:
             return []
-        rows = list(conn.execute(_details_query(ids)).all())
+        ids = [r.id for r in returned if r.kind != DeliveryKind.TEST]
+        test_ids = [r.id for r in returned if r.kind == DeliveryKind.TEST]
+        rows = list(conn.execute(_details_query(ids)).all()) if ids else []
+        tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
         if digest_seconds > 0:
             rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
         else:
@@ -123,7 +135,8 @@ def claim_deliveries(
     # The rows of one claim are mostly the devices of a few messages: they share one
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}
-    return [_claimed(row, badges, batches, now, shared) for row in rows]
+    claimed = [_claimed(row, badges, batches, now, shared) for row in rows]
+    return claimed + [_claimed_test(row, now) for row in tests]
 
 
 def _claimable(
@@ -194,6 +207,61 @@ def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
         )
         .where(deliveries.c.id.in_(ids))
         .order_by(deliveries.c.id)
+    )
+
+
+def _test_details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
+    """A test's row has no message and no chat: only the delivery and its device."""
+    return (
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.attempts,
+            deliveries.c.user_id,
+            devices.c.id.label("device_id"),
+            devices.c.platform,
+            devices.c.token,
+            devices.c.app,
+            devices.c.webhook_secret,
+            devices.c.active,
+            devices.c.user_id.label("device_owner_id"),
+        )
+        .join(devices, devices.c.id == deliveries.c.device_id)
+        .where(deliveries.c.id.in_(ids))
+        .order_by(deliveries.c.id)
+    )
+
+
+def _claimed_test(row: sa.Row[tuple[object, ...]], now: float) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        delivery_id=row.id,
+        attempts=row.attempts,
+        target=DeviceTarget(
+            device_id=row.device_id,
+            platform=Platform(row.platform),
+            token=row.token,
+            # Its own id per test: a provider must not take a second test for a repeat.
+            delivery_id=delivery_uuid(0, row.device_id, f"test-{row.id}"),
+            app=row.app,
+            secret=row.webhook_secret,
+        ),
+        notification=TEST_NOTIFICATION,
+        skip=skip_reason(
+            SendTimeFacts(
+                kind=DeliveryKind.TEST,
+                platform=row.platform,
+                device_active=bool(row.active),
+                device_owner_id=row.device_owner_id,
+                recipient_id=row.user_id,
+                is_member=False,
+                notify_level=None,
+                mentioned=False,
+                message_deleted=False,
+                quiet_when_active=False,
+                last_active_at=None,
+            ),
+            now,
+        ),
+        is_test=True,
     )
 
 
@@ -329,17 +397,22 @@ def record_outcomes(
     now: float,
     retry: RetryPolicy,
 ) -> Recorded:
-    """Write each outcome (None = skipped by policy) while the lease is still ours."""
+    """Write each outcome (None = skipped by policy) while the lease is still ours, and what it
+    says about its device (last success or failure) and its provider (``provider_health``): a
+    few statements per batch, not one per delivery."""
     delivered: list[int] = []
     updates: list[dict[str, object]] = []
     dead_devices: dict[int, str] = {}
     digests_sent: set[tuple[int, int]] = set()
+    heard = _Heard()
     recorded = Recorded(counts={}, messages=set())
     for claimed, outcome in results:
         status, values = _row_update(claimed, outcome, now, retry)
         ids = (claimed.delivery_id, *claimed.batched)
         recorded.counts[status.value] = recorded.counts.get(status.value, 0) + len(ids)
-        if claimed.notification.kind is NotificationKind.ALERT:
+        if outcome is not None:
+            heard.add(claimed.target, outcome)
+        if claimed.notification.kind is NotificationKind.ALERT and not claimed.is_test:
             recorded.messages.add(claimed.notification.message_id)
         if status == Status.DELIVERED:
             delivered.extend(ids)
@@ -389,7 +462,79 @@ def record_outcomes(
             )
         for device_id, chat_id in digests_sent:
             _mark_digest_sent(conn, db, device_id, chat_id, now)
+        heard.write(conn, db, now)
     return recorded
+
+
+# Outcomes that prove the provider accepted our credentials, and those that say it did not (or
+# that there are none). RETRY proves neither: a 503 says nothing about the key.
+_CREDENTIALS_WORK = (OutcomeKind.DELIVERED, OutcomeKind.TOKEN_DEAD, OutcomeKind.REJECTED)
+_CREDENTIALS_FAIL = (OutcomeKind.MISCONFIGURED, OutcomeKind.UNAVAILABLE)
+
+
+@dataclass
+class _ProviderNews:
+    delivered: bool = False
+    error: Outcome | None = None  # the batch's last error that concerns the provider
+    credentials_ok: bool | None = None  # None: this batch does not tell
+
+
+@dataclass
+class _Heard:
+    """What one batch of outcomes says about each device and each (platform, app)."""
+
+    succeeded: set[int] = field(default_factory=set)
+    failed: dict[int, str] = field(default_factory=dict)
+    providers: dict[tuple[str, str], _ProviderNews] = field(default_factory=dict)
+
+    def add(self, target: DeviceTarget, outcome: Outcome) -> None:
+        kind = outcome.kind
+        if kind is OutcomeKind.DELIVERED:
+            self.succeeded.add(target.device_id)
+            self.failed.pop(target.device_id, None)
+        else:
+            self.failed[target.device_id] = _error_text(outcome)
+            self.succeeded.discard(target.device_id)
+        news = self.providers.setdefault((target.platform.value, target.app), _ProviderNews())
+        if kind is OutcomeKind.DELIVERED:
+            news.delivered = True
+        elif kind is not OutcomeKind.TOKEN_DEAD:  # a dead token is the device's, not the provider's
+            news.error = outcome
+        if kind in _CREDENTIALS_FAIL:
+            news.credentials_ok = False
+        elif kind in _CREDENTIALS_WORK and news.credentials_ok is None:
+            news.credentials_ok = True  # a refusal in the same batch outweighs it
+
+    def write(self, conn: Connection, db: Database, now: float) -> None:
+        if self.succeeded:
+            conn.execute(
+                devices.update()
+                .where(devices.c.id.in_(sorted(self.succeeded)))
+                .values(last_success_at=now)
+            )
+        if self.failed:
+            conn.execute(
+                devices.update()
+                .where(devices.c.id == sa.bindparam("d_id"))
+                .values(last_failure_at=now, last_failure_reason=sa.bindparam("d_reason")),
+                [{"d_id": i, "d_reason": r[:500]} for i, r in sorted(self.failed.items())],
+            )
+        dialect_insert = postgresql.insert if db.is_postgres else sqlite.insert
+        for (platform, app), news in sorted(self.providers.items()):
+            changes: dict[str, object] = {"updated_at": now}
+            if news.delivered:
+                changes["last_success_at"] = now
+            if news.error is not None:
+                changes["last_error_at"] = now
+                changes["last_error_class"] = news.error.kind.value
+                changes["last_error"] = _error_text(news.error)[:500]
+            if news.credentials_ok is not None:
+                changes["credentials_ok"] = news.credentials_ok
+            conn.execute(
+                dialect_insert(provider_health)
+                .values(platform=platform, app=app, **changes)
+                .on_conflict_do_update(index_elements=["platform", "app"], set_=changes)
+            )
 
 
 def _mark_digest_sent(
