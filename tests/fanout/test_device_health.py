@@ -15,7 +15,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from tests.conftest import Api, LiveServer
+from tests.web.test_metrics import scrape, value
 
+from chinwag.chat.accounts import set_admin
 from chinwag.config import DEFAULT_APP, PushSettings, Settings
 from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.suite import RunningFakes
@@ -86,10 +88,13 @@ class Stack:
             Services(web_settings.with_overrides(**settings), db, ring_doorbell=self.worker.ring)
         )
         self.api = Api(self.web)
+        self.stopped = False
 
     def stop(self) -> None:
-        self.web.stop()
-        self.worker.stop()
+        if not self.stopped:
+            self.stopped = True
+            self.web.stop()
+            self.worker.stop()
 
 
 @pytest.fixture
@@ -258,3 +263,38 @@ def _prune(db: Database, fakes: RunningFakes, now: float) -> int:
         return worker.stats.get("stale_devices", 0)
 
     return asyncio.run(main())
+
+
+def test_provider_health_after_a_refused_key_then_a_success(
+    db: Database, fakes: RunningFakes, stacks: Callable[..., Stack]
+) -> None:
+    """/metrics and the admin API say APNs refuses our key after a refused test, and that it
+    works again (with its last success) once a worker with the right key sends one."""
+    refused = stacks(_refused_key(fakes))
+    alice = refused.api.user("alice")
+    set_admin(db, "alice", True)
+    device_id = _device(alice, _apns_token(20))
+    assert alice.post(f"/v1/devices/{device_id}/test").json()["outcome"] == "misconfigured"
+    samples = scrape(refused.web)
+    apns = {"platform": "apns", "app": "default"}
+    assert value(samples, "chinwag_provider_credentials_ok", **apns) == 0
+    failed_at = value(
+        samples, "chinwag_provider_last_error_timestamp", **apns, error_class="misconfigured"
+    )
+    assert failed_at > time.time() - 60
+    assert not samples.get("chinwag_provider_last_success_timestamp")
+    [provider] = alice.get("/v1/admin/stats").json()["providers"]
+    assert provider["provider"] == "apns" and provider["credentials_ok"] is False
+    assert provider["last_error_class"] == "misconfigured" and provider["last_success_at"] is None
+    assert "InvalidProviderToken" in provider["last_error"]
+    refused.stop()
+
+    working = stacks(fakes.providers.settings())
+    alice = working.web.client(alice.headers["Authorization"].removeprefix("Bearer "))
+    assert alice.post(f"/v1/devices/{device_id}/test").json()["status"] == "delivered"
+    samples = scrape(working.web)
+    assert value(samples, "chinwag_provider_credentials_ok", **apns) == 1
+    assert value(samples, "chinwag_provider_last_success_timestamp", **apns) >= failed_at
+    [provider] = alice.get("/v1/admin/stats").json()["providers"]
+    assert provider["credentials_ok"] is True and provider["last_success_at"] is not None
+    assert provider["last_error_class"] == "misconfigured"  # the last error is still shown
