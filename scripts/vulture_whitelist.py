@@ -35,6 +35,8 @@ deliveries_by_status
 step_seconds
 recent_failures
 access_token  # a query parameter of /v1/events, read by the live gateway
+last_failure_at  # Device / DeviceOut: shown by GET /v1/devices (pydantic reads the dataclass)
+last_failure_reason
 
 # Called by name across a process boundary (bench/live.py: client.ask("count_open")).
 _.count_open
