@@ -81,7 +81,7 @@ def test_result(db: Database, user: User, device_id: int, test_id: int) -> TestR
             )
         ).first()
         if asked is None:
-            raise NotFound(f"no test {test_id} of device {device_id}")
+            raise NotFound(f"no test {test_id}")
         delivery = None
         if asked.state == OutboxState.DONE and asked.expanded_through:
             delivery = conn.execute(
