@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from chinwag.fanout.health import OutcomeNews, error_text
 from chinwag.fanout.policy import (
     SendTimeFacts,
     badge_counts,
@@ -47,7 +48,6 @@ from chinwag.store.schema import (
     mentions,
     messages,
     outbox,
-    provider_health,
     users,
 )
 from chinwag.store.states import WAITING, DeliveryKind, OutboxState
@@ -239,7 +239,7 @@ def _claimed_test(row: sa.Row[tuple[object, ...]], now: float) -> ClaimedDeliver
             device_id=row.device_id,
             platform=Platform(row.platform),
             token=row.token,
-            # Its own id per test: a provider must not take a second test for a repeat.
+            # An id of its own per test: a second test is not a repeat of the first.
             delivery_id=delivery_uuid(0, row.device_id, f"test-{row.id}"),
             app=row.app,
             secret=row.webhook_secret,
@@ -404,7 +404,7 @@ def record_outcomes(
     updates: list[dict[str, object]] = []
     dead_devices: dict[int, str] = {}
     digests_sent: set[tuple[int, int]] = set()
-    heard = _Heard()
+    heard = OutcomeNews()
     recorded = Recorded(counts={}, messages=set())
     for claimed, outcome in results:
         status, values = _row_update(claimed, outcome, now, retry)
@@ -420,7 +420,7 @@ def record_outcomes(
                 digests_sent.add((claimed.target.device_id, claimed.chat_id))
             continue
         if outcome is not None and outcome.kind is OutcomeKind.TOKEN_DEAD:
-            dead_devices[claimed.target.device_id] = _error_text(outcome)
+            dead_devices[claimed.target.device_id] = error_text(outcome)
         updates.extend({"b_id": i, "b_status": status, **values} for i in ids)
     mine = deliveries.c.lease_owner == owner
     with db.write() as conn:
@@ -464,77 +464,6 @@ def record_outcomes(
             _mark_digest_sent(conn, db, device_id, chat_id, now)
         heard.write(conn, db, now)
     return recorded
-
-
-# Outcomes that prove the provider accepted our credentials, and those that say it did not (or
-# that there are none). RETRY proves neither: a 503 says nothing about the key.
-_CREDENTIALS_WORK = (OutcomeKind.DELIVERED, OutcomeKind.TOKEN_DEAD, OutcomeKind.REJECTED)
-_CREDENTIALS_FAIL = (OutcomeKind.MISCONFIGURED, OutcomeKind.UNAVAILABLE)
-
-
-@dataclass
-class _ProviderNews:
-    delivered: bool = False
-    error: Outcome | None = None  # the batch's last error that concerns the provider
-    credentials_ok: bool | None = None  # None: this batch does not tell
-
-
-@dataclass
-class _Heard:
-    """What one batch of outcomes says about each device and each (platform, app)."""
-
-    succeeded: set[int] = field(default_factory=set)
-    failed: dict[int, str] = field(default_factory=dict)
-    providers: dict[tuple[str, str], _ProviderNews] = field(default_factory=dict)
-
-    def add(self, target: DeviceTarget, outcome: Outcome) -> None:
-        kind = outcome.kind
-        if kind is OutcomeKind.DELIVERED:
-            self.succeeded.add(target.device_id)
-            self.failed.pop(target.device_id, None)
-        else:
-            self.failed[target.device_id] = _error_text(outcome)
-            self.succeeded.discard(target.device_id)
-        news = self.providers.setdefault((target.platform.value, target.app), _ProviderNews())
-        if kind is OutcomeKind.DELIVERED:
-            news.delivered = True
-        elif kind is not OutcomeKind.TOKEN_DEAD:  # a dead token is the device's, not the provider's
-            news.error = outcome
-        if kind in _CREDENTIALS_FAIL:
-            news.credentials_ok = False
-        elif kind in _CREDENTIALS_WORK and news.credentials_ok is None:
-            news.credentials_ok = True  # a refusal in the same batch outweighs it
-
-    def write(self, conn: Connection, db: Database, now: float) -> None:
-        if self.succeeded:
-            conn.execute(
-                devices.update()
-                .where(devices.c.id.in_(sorted(self.succeeded)))
-                .values(last_success_at=now)
-            )
-        if self.failed:
-            conn.execute(
-                devices.update()
-                .where(devices.c.id == sa.bindparam("d_id"))
-                .values(last_failure_at=now, last_failure_reason=sa.bindparam("d_reason")),
-                [{"d_id": i, "d_reason": r[:500]} for i, r in sorted(self.failed.items())],
-            )
-        dialect_insert = postgresql.insert if db.is_postgres else sqlite.insert
-        for (platform, app), news in sorted(self.providers.items()):
-            changes: dict[str, object] = {"updated_at": now}
-            if news.delivered:
-                changes["last_success_at"] = now
-            if news.error is not None:
-                changes["last_error_at"] = now
-                changes["last_error_class"] = news.error.kind.value
-                changes["last_error"] = _error_text(news.error)[:500]
-            if news.credentials_ok is not None:
-                changes["credentials_ok"] = news.credentials_ok
-            conn.execute(
-                dialect_insert(provider_health)
-                .values(platform=platform, app=app, **changes)
-                .on_conflict_do_update(index_elements=["platform", "app"], set_=changes)
-            )
 
 
 def _mark_digest_sent(
@@ -592,18 +521,18 @@ def _row_update(
     if kind is OutcomeKind.DELIVERED:
         return Status.DELIVERED, {}
     if kind is OutcomeKind.TOKEN_DEAD:
-        return Status.TOKEN_DEAD, _values(attempts, _error_text(outcome), now)
+        return Status.TOKEN_DEAD, _values(attempts, error_text(outcome), now)
     if kind is OutcomeKind.UNAVAILABLE:
         # Not an attempt: nothing was sent. Ask again later; configuring the provider fixes it.
         return Status.PENDING, _values(
-            claimed.attempts, _error_text(outcome), recheck_unavailable_at(now)
+            claimed.attempts, error_text(outcome), recheck_unavailable_at(now)
         )
     if kind is OutcomeKind.RETRY:
         if attempts >= retry.max_attempts:
-            text = f"gave up after {attempts} attempts: {_error_text(outcome)}"
+            text = f"gave up after {attempts} attempts: {error_text(outcome)}"
             return Status.FAILED, _values(attempts, text, now)
         next_at = now + retry.delay(attempts, outcome.retry_after)
-        return Status.RETRYING, _values(attempts, _error_text(outcome), next_at)
+        return Status.RETRYING, _values(attempts, error_text(outcome), next_at)
     # REJECTED or MISCONFIGURED: retrying cannot help; say so loudly.
     log.error(
         "%s delivery %s %s: %s",
@@ -612,7 +541,7 @@ def _row_update(
         kind.value,
         outcome.reason,
     )
-    return Status.FAILED, _values(attempts, _error_text(outcome), now)
+    return Status.FAILED, _values(attempts, error_text(outcome), now)
 
 
 def _values(attempts: int, last_error: str, next_attempt_at: float) -> dict[str, object]:
@@ -621,11 +550,6 @@ def _values(attempts: int, last_error: str, next_attempt_at: float) -> dict[str,
         "b_last_error": last_error[:500],
         "b_next_attempt_at": next_attempt_at,
     }
-
-
-def _error_text(outcome: Outcome) -> str:
-    status = f" (HTTP {outcome.status})" if outcome.status else ""
-    return f"{outcome.kind.value}: {outcome.reason}{status}"
 
 
 def release_deliveries(db: Database, delivery_ids: Sequence[int], owner: str, now: float) -> None:
