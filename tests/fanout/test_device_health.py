@@ -8,7 +8,6 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -180,9 +179,7 @@ def test_someone_elses_device_is_not_found(
     assert [r.token for r in list(fakes.providers.apns.accepted)] == [_apns_token(4)]
 
 
-def test_unfinished_test_answers_202_then_the_outcome(
-    db: Database, fakes: RunningFakes, tmp_path: Path
-) -> None:
+def test_unfinished_test_answers_202_then_the_outcome(db: Database, fakes: RunningFakes) -> None:
     """With no worker within the wait: 202 pending; once a worker ran, the test's URL says 200."""
     web = LiveServer(Services(Settings(database_url=db.url, device_test_wait_seconds=0.2), db))
     try:
@@ -227,8 +224,7 @@ def test_device_list_shows_last_success_and_failure(
 def test_stale_devices_are_deactivated_and_counted(
     db: Database, fakes: RunningFakes, stacks: Callable[..., Stack]
 ) -> None:
-    """Pruning deactivates devices not registered again for 270 days and counts them; fresh
-    ones stay, registering again refreshes, and a clock moved 271 days on takes the rest."""
+    """Silent 270 days: deactivated and counted; fresh or re-registered: kept until 271 days on."""
     alice = stacks(fakes.providers.settings()).api.user("alice")
     old, fresh, refreshed = (_device(alice, _apns_token(n)) for n in (10, 11, 12))
     long_ago = time.time() - 300 * DAY
@@ -268,8 +264,7 @@ def _prune(db: Database, fakes: RunningFakes, now: float) -> int:
 def test_provider_health_after_a_refused_key_then_a_success(
     db: Database, fakes: RunningFakes, stacks: Callable[..., Stack]
 ) -> None:
-    """/metrics and the admin API say APNs refuses our key after a refused test, and that it
-    works again (with its last success) once a worker with the right key sends one."""
+    """/metrics and admin: APNs refusing our key, then working (last success) with the right one."""
     refused = stacks(_refused_key(fakes))
     alice = refused.api.user("alice")
     set_admin(db, "alice", True)
