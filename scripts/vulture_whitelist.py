@@ -35,6 +35,8 @@ deliveries_by_status
 step_seconds
 recent_failures
 access_token  # a query parameter of /v1/events, read by the live gateway
+last_failure_at  # Device / DeviceOut: shown by GET /v1/devices (pydantic reads the dataclass)
+last_failure_reason
 
 # A pydantic field validator, called by pydantic (web/schemas.py UserSettings).
 _._not_null

@@ -223,7 +223,10 @@ def rung() -> list[int]:
 
 @pytest.fixture
 def server(db: Database, rung: list[int]) -> Iterator[LiveServer]:
-    settings = Settings(database_url=db.url, stream_heartbeat_seconds=0.5)
+    # No worker runs behind this server: a test notification is never tried, so say so soon.
+    settings = Settings(
+        database_url=db.url, stream_heartbeat_seconds=0.5, device_test_wait_seconds=0.2
+    )
     live = LiveServer(Services(settings, db, ring_doorbell=rung.append))
     yield live
     live.stop()

@@ -90,6 +90,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         lease_seconds=settings.lease_seconds,
         sweep_interval=settings.sweep_interval_seconds,
         email_digest_seconds=settings.email_digest_seconds,
+        device_stale_days=settings.device_stale_days,
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,
             base_seconds=settings.retry_base_seconds,

@@ -243,6 +243,20 @@ SETTINGS: tuple[Setting, ...] = (
         "token_idle_days",
     ),
     Setting(
+        "CHINWAG_DEVICE_STALE_DAYS",
+        "number",
+        270.0,
+        "a device not registered again for this many days is deactivated",
+        "device_stale_days",
+    ),
+    Setting(
+        "CHINWAG_DEVICE_TEST_WAIT_SECONDS",
+        "number",
+        10.0,
+        "how long POST /v1/devices/{id}/test waits for its outcome before a 202",
+        "device_test_wait_seconds",
+    ),
+    Setting(
         "CHINWAG_METRICS_TOKEN",
         "text",
         None,
@@ -355,6 +369,8 @@ class Settings:
     max_devices_per_user: int = default("CHINWAG_MAX_DEVICES_PER_USER")
     verify_email_devices: bool = default("CHINWAG_VERIFY_EMAIL_DEVICES")
     token_idle_days: float = default("CHINWAG_TOKEN_IDLE_DAYS")
+    device_stale_days: float = default("CHINWAG_DEVICE_STALE_DAYS")
+    device_test_wait_seconds: float = default("CHINWAG_DEVICE_TEST_WAIT_SECONDS")
     metrics_token: str | None = default("CHINWAG_METRICS_TOKEN")
 
     @property

@@ -76,6 +76,7 @@ def _device(
                 verified=verified,
                 created_at=now,
                 updated_at=now,
+                refreshed_at=now,
             )
             .returning(devices.c.id)
         ).scalar_one()
@@ -302,6 +303,26 @@ class Fanout:
     chat_id: int
     sender_id: int
     user_id: int
+    device_id: int = 0
+
+
+def test_a_test_reaches_its_device_if_still_the_owners_active_and_verified(
+    conn: Connection,
+) -> None:
+    """A test goes to its one device, whatever the chats; not once inactive, unverified or moved."""
+    owner, other = _user(conn, "owner"), _user(conn, "other")
+    usable = _device(conn, owner, "apns")
+    inactive = _device(conn, owner, "apns", active=False)
+    unverified = _device(conn, owner, "email", verified=False)
+    theirs = _device(conn, other, "apns")
+
+    def reached(device_id: int) -> list[int]:
+        fanout = Fanout(DeliveryKind.TEST, 0, 0, 0, owner, device_id)
+        return [row.device_id for row in conn.execute(policy.recipient_devices(fanout, 0))]
+
+    assert reached(usable) == [usable]
+    assert reached(inactive) == reached(unverified) == reached(theirs) == []
+    assert not policy.carries_badge(DeliveryKind.TEST)
 
 
 def test_clear_reaches_the_readers_active_badge_devices(conn: Connection) -> None:

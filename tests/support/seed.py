@@ -112,6 +112,7 @@ def add_devices_of(
                 "verified": True,
                 "created_at": now,
                 "updated_at": now,
+                "refreshed_at": now,
             }
         )
     with db.write() as conn:

@@ -199,3 +199,15 @@ def test_concurrent_registrations_of_one_address_give_one_device(api: Api, db: D
     assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
     assert row_counts(db)["devices"] == 1
+
+
+def test_device_tests_are_rate_limited_per_user(api: Api) -> None:
+    """Ten test notifications a minute per user; the eleventh is a 429 with Retry-After."""
+    alice = api.user("alice")
+    device = alice.post("/v1/devices", json={"platform": "apns", "token": APNS_TOKEN}).json()
+    for _ in range(10):
+        pending = alice.post(f"/v1/devices/{device['id']}/test")
+        assert pending.status_code == 202, pending.text  # no worker behind this server
+    refused = alice.post(f"/v1/devices/{device['id']}/test")
+    assert_error(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0

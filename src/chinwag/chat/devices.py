@@ -45,6 +45,10 @@ def device_from_row(row: RowMapping) -> Device:
         created_at=row["created_at"],
         verified=bool(row["verified"]),
         payload=row["payload"],
+        refreshed_at=row["refreshed_at"],
+        last_success_at=row["last_success_at"],
+        last_failure_at=row["last_failure_at"],
+        last_failure_reason=row["last_failure_reason"],
     )
 
 
@@ -190,6 +194,7 @@ def _upsert_device(
                 "active": True,
                 "deactivated_reason": None,
                 "updated_at": now,
+                "refreshed_at": now,
             }
             if options.payload.mode is not None or not already_mine:
                 # Said again, or taken over by another user: the mode is what this request says.
@@ -223,6 +228,7 @@ def _upsert_device(
                     active=True,
                     created_at=now,
                     updated_at=now,
+                    refreshed_at=now,
                 )
             ).scalar_one()
             if unverified:
@@ -289,6 +295,31 @@ def delete_device(db: Database, user: User, device_id: int) -> None:
         ).rowcount
     if not updated:
         raise NotFound(f"no device {device_id}")
+
+
+STALE_REASON = "stale: not registered again for {days:g} days"
+
+
+def deactivate_stale(db: Database, now: float, stale_days: float) -> int:
+    """Deactivate the active devices whose app has not registered them again for
+    ``stale_days`` (CHINWAG_DEVICE_STALE_DAYS; 0: never); return how many. An app refreshes its
+    token by registering it again, so a device silent this long is most likely uninstalled, and
+    FCM expires such tokens itself. Registering it again brings it back."""
+    if stale_days <= 0:
+        return 0
+    cutoff = now - stale_days * 86400.0
+    with db.write() as conn:
+        return int(
+            conn.execute(
+                devices.update()
+                .where(devices.c.active.is_(True), devices.c.refreshed_at < cutoff)
+                .values(
+                    active=False,
+                    deactivated_reason=STALE_REASON.format(days=stale_days),
+                    updated_at=now,
+                )
+            ).rowcount
+        )
 
 
 def _https_url(url: str, allow_private: Sequence[str], *, field: str) -> str:

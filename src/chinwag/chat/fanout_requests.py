@@ -2,9 +2,10 @@
 
 A change that should notify someone writes an outbox row of a kind in its own transaction: a new
 message (alert), a read marker moved (clear, for the reader's devices), a message deleted
-(removal), quiet hours changed (reconsider: the user's deferred alerts are decided again). The
-engine (``chinwag.fanout``) claims the row and decides, by its policy, which devices get what;
-the chat layer never writes delivery rows itself.
+(removal), quiet hours changed (reconsider: the user's deferred alerts are decided again), a
+device's owner asking for a test notification (test, about no message). The engine
+(``chinwag.fanout``) claims the row and decides, by its policy, which devices get what; the chat
+layer never writes delivery rows itself.
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ def request_reconsider(conn: Connection, user_id: int, now: float) -> int | None
         .on_conflict_do_update(index_elements=["message_id", "kind", "user_id"], set_=again)
     )
     return int(message_id)
+
+
+def request_test(conn: Connection, device_id: int, owner_id: int, now: float) -> int:
+    """Queue a test notification to one device; return the outbox row's id (the test's id)."""
+    test_id: int = conn.execute(
+        outbox.insert()
+        .values(
+            message_id=None,
+            kind=DeliveryKind.TEST.value,
+            user_id=owner_id,
+            device_id=device_id,
+            state=OutboxState.PENDING.value,
+            due_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(outbox.c.id)
+    ).scalar_one()
+    return test_id
 
 
 def cancel_alerts(conn: Connection, message_id: int, now: float) -> bool:

@@ -34,6 +34,11 @@ class Device:
     # full | minimal | encrypted (push.model.PayloadMode). The encryption key is never here:
     # it is a secret of the device's owner, read only by the worker that seals for it.
     payload: str = "full"
+    refreshed_at: float = 0.0  # last registered (or registered again)
+    # What the provider last said about it (recorded by the worker).
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    last_failure_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

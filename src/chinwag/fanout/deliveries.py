@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from chinwag.fanout.health import OutcomeNews, error_text
 from chinwag.fanout.policy import (
     COLLAPSED,
     QuietHours,
@@ -63,6 +64,16 @@ log = logging.getLogger("chinwag.fanout")
 
 _WAITING = [s.value for s in WAITING]
 
+# What a test notification says (POST /v1/devices/{id}/test): title "chinwag", body
+# "chinwag: Test notification". It is about no chat and no message (their ids are 0).
+TEST_NOTIFICATION = Notification(
+    chat_id=0,
+    message_id=0,
+    chat_title="chinwag",
+    sender_name="chinwag",
+    preview="Test notification",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -90,6 +101,7 @@ class ClaimedDelivery:
     batched: tuple[int, ...] = ()
     # Set when it may go, but not yet (the recipient's quiet hours): it waits until then.
     deferred_until: float | None = None
+    is_test: bool = False
 
 
 def claim_deliveries(
@@ -115,18 +127,18 @@ def claim_deliveries(
         return []
     lease = {"lease_until": now + lease_seconds, "lease_owner": owner, "updated_at": now}
     with db.write() as conn:
-        ids = [
-            row.id
-            for row in conn.execute(
-                deliveries.update()
-                .where(chosen)
-                .values(status=Status.SENDING, **lease)
-                .returning(deliveries.c.id)
-            )
-        ]
-        if not ids:
+        returned = conn.execute(
+            deliveries.update()
+            .where(chosen)
+            .values(status=Status.SENDING, **lease)
+            .returning(deliveries.c.id, deliveries.c.kind)
+        ).all()
+        if not returned:
             return []
-        rows = list(conn.execute(_details_query(ids)).all())
+        ids = [r.id for r in returned if r.kind != DeliveryKind.TEST]
+        test_ids = [r.id for r in returned if r.kind == DeliveryKind.TEST]
+        rows = list(conn.execute(_details_query(ids)).all()) if ids else []
+        tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
         if digest_seconds > 0:
             rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
         else:
@@ -136,6 +148,7 @@ def claim_deliveries(
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}
     claimed = [_claimed(row, badges, batches, now, shared) for row in rows]
+    claimed += [_claimed_test(row, now) for row in tests]
     deferred = [c for c in claimed if c.deferred_until is not None]
     if not deferred:
         return claimed
@@ -219,6 +232,66 @@ def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
         )
         .where(deliveries.c.id.in_(ids))
         .order_by(deliveries.c.id)
+    )
+
+
+def _test_details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
+    """A test's row has no message and no chat: only the delivery and its device."""
+    return (
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.attempts,
+            deliveries.c.user_id,
+            devices.c.id.label("device_id"),
+            devices.c.platform,
+            devices.c.token,
+            devices.c.app,
+            devices.c.webhook_secret,
+            devices.c.payload,
+            devices.c.encryption_key,
+            devices.c.active,
+            devices.c.user_id.label("device_owner_id"),
+        )
+        .join(devices, devices.c.id == deliveries.c.device_id)
+        .where(deliveries.c.id.in_(ids))
+        .order_by(deliveries.c.id)
+    )
+
+
+def _claimed_test(row: sa.Row[tuple[object, ...]], now: float) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        delivery_id=row.id,
+        attempts=row.attempts,
+        target=DeviceTarget(
+            device_id=row.device_id,
+            platform=Platform(row.platform),
+            token=row.token,
+            # An id of its own per test: a second test is not a repeat of the first.
+            delivery_id=delivery_uuid(0, row.device_id, f"test-{row.id}"),
+            app=row.app,
+            secret=row.webhook_secret,
+            # A test shows what the device's real notifications will look like.
+            payload=PayloadMode(row.payload),
+            encryption_key=_key_bytes(row.encryption_key),
+        ),
+        notification=TEST_NOTIFICATION,
+        skip=skip_reason(
+            SendTimeFacts(
+                kind=DeliveryKind.TEST,
+                platform=row.platform,
+                device_active=bool(row.active),
+                device_owner_id=row.device_owner_id,
+                recipient_id=row.user_id,
+                is_member=False,
+                notify_level=None,
+                mentioned=False,
+                message_deleted=False,
+                quiet_when_active=False,
+                last_active_at=None,
+            ),
+            now,
+        ),
+        is_test=True,
     )
 
 
@@ -423,17 +496,22 @@ def record_outcomes(
     now: float,
     retry: RetryPolicy,
 ) -> Recorded:
-    """Write each outcome (None = skipped by policy) while the lease is still ours."""
+    """Write each outcome (None = skipped by policy) while the lease is still ours, and what it
+    says about its device (last success or failure) and its provider (``provider_health``): a
+    few statements per batch, not one per delivery."""
     delivered: list[int] = []
     updates: list[dict[str, object]] = []
     dead_devices: dict[int, str] = {}
     digests_sent: set[tuple[int, int]] = set()
+    heard = OutcomeNews()
     recorded = Recorded(counts={}, messages=set())
     for claimed, outcome in results:
         status, values = _row_update(claimed, outcome, now, retry)
         ids = (claimed.delivery_id, *claimed.batched)
         recorded.counts[status.value] = recorded.counts.get(status.value, 0) + len(ids)
-        if claimed.notification.kind is NotificationKind.ALERT:
+        if outcome is not None:
+            heard.add(claimed.target, outcome)
+        if claimed.notification.kind is NotificationKind.ALERT and not claimed.is_test:
             recorded.messages.add(claimed.notification.message_id)
         if status == Status.DELIVERED:
             delivered.extend(ids)
@@ -441,7 +519,7 @@ def record_outcomes(
                 digests_sent.add((claimed.target.device_id, claimed.chat_id))
             continue
         if outcome is not None and outcome.kind is OutcomeKind.TOKEN_DEAD:
-            dead_devices[claimed.target.device_id] = _error_text(outcome)
+            dead_devices[claimed.target.device_id] = error_text(outcome)
         updates.extend({"b_id": i, "b_status": status, **values} for i in ids)
     mine = deliveries.c.lease_owner == owner
     with db.write() as conn:
@@ -483,6 +561,7 @@ def record_outcomes(
             )
         for device_id, chat_id in digests_sent:
             _mark_digest_sent(conn, db, device_id, chat_id, now)
+        heard.write(conn, db, now)
     return recorded
 
 
@@ -541,18 +620,18 @@ def _row_update(
     if kind is OutcomeKind.DELIVERED:
         return Status.DELIVERED, {}
     if kind is OutcomeKind.TOKEN_DEAD:
-        return Status.TOKEN_DEAD, _values(attempts, _error_text(outcome), now)
+        return Status.TOKEN_DEAD, _values(attempts, error_text(outcome), now)
     if kind is OutcomeKind.UNAVAILABLE:
         # Not an attempt: nothing was sent. Ask again later; configuring the provider fixes it.
         return Status.PENDING, _values(
-            claimed.attempts, _error_text(outcome), recheck_unavailable_at(now)
+            claimed.attempts, error_text(outcome), recheck_unavailable_at(now)
         )
     if kind is OutcomeKind.RETRY:
         if attempts >= retry.max_attempts:
-            text = f"gave up after {attempts} attempts: {_error_text(outcome)}"
+            text = f"gave up after {attempts} attempts: {error_text(outcome)}"
             return Status.FAILED, _values(attempts, text, now)
         next_at = now + retry.delay(attempts, outcome.retry_after)
-        return Status.RETRYING, _values(attempts, _error_text(outcome), next_at)
+        return Status.RETRYING, _values(attempts, error_text(outcome), next_at)
     # REJECTED or MISCONFIGURED: retrying cannot help; say so loudly.
     log.error(
         "%s delivery %s %s: %s",
@@ -561,7 +640,7 @@ def _row_update(
         kind.value,
         outcome.reason,
     )
-    return Status.FAILED, _values(attempts, _error_text(outcome), now)
+    return Status.FAILED, _values(attempts, error_text(outcome), now)
 
 
 def _values(attempts: int, last_error: str, next_attempt_at: float) -> dict[str, object]:
@@ -570,11 +649,6 @@ def _values(attempts: int, last_error: str, next_attempt_at: float) -> dict[str,
         "b_last_error": last_error[:500],
         "b_next_attempt_at": next_attempt_at,
     }
-
-
-def _error_text(outcome: Outcome) -> str:
-    status = f" (HTTP {outcome.status})" if outcome.status else ""
-    return f"{outcome.kind.value}: {outcome.reason}{status}"
 
 
 def release_deliveries(db: Database, delivery_ids: Sequence[int], owner: str, now: float) -> None:

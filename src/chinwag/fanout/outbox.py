@@ -1,7 +1,9 @@
 """Outbox rows → delivery rows: claim a fan-out with a lease, expand it in batches.
 
-A fan-out is a message's alerts, a reader's clear updates or a deleted message's removals
-(``outbox.kind``); which devices each reaches is ``chinwag.fanout.policy.recipient_devices``.
+A fan-out is a message's alerts, a reader's clear updates, a deleted message's removals or one
+device's test notification (``outbox.kind``); which devices each reaches is
+``chinwag.fanout.policy.recipient_devices``. A test has no message: it becomes at most one
+delivery row, whose id it keeps in ``expanded_through`` so the test route can find its outcome.
 
 Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, ordered
 by device id with the last id kept in ``outbox.expanded_through``: a 50,000-device group never
@@ -40,7 +42,8 @@ class OutboxClaim:
     sender_id: int
     expanded_through: int
     kind: DeliveryKind = DeliveryKind.ALERT
-    user_id: int = 0  # the reader, for a clear
+    user_id: int = 0  # the reader, for a clear; the device's owner, for a test
+    device_id: int = 0  # the device, for a test (message_id, chat_id and sender_id are 0)
 
 
 def claim_outbox(
@@ -66,6 +69,7 @@ def claim_outbox(
                 outbox.c.expanded_through,
                 outbox.c.kind,
                 outbox.c.user_id,
+                outbox.c.device_id,
             )
         ).all()
         if not claimed:
@@ -74,19 +78,20 @@ def claim_outbox(
             row.id: row
             for row in conn.execute(
                 sa.select(messages.c.id, messages.c.chat_id, messages.c.sender_id).where(
-                    messages.c.id.in_([c.message_id for c in claimed])
+                    messages.c.id.in_([c.message_id for c in claimed if c.message_id])
                 )
             )
         }
     return [
         OutboxClaim(
             outbox_id=c.id,
-            message_id=c.message_id,
-            chat_id=by_message[c.message_id].chat_id,
-            sender_id=by_message[c.message_id].sender_id,
+            message_id=c.message_id or 0,
+            chat_id=by_message[c.message_id].chat_id if c.message_id else 0,
+            sender_id=by_message[c.message_id].sender_id if c.message_id else 0,
             expanded_through=c.expanded_through,
             kind=DeliveryKind(c.kind),
             user_id=c.user_id,
+            device_id=c.device_id or 0,
         )
         for c in sorted(claimed, key=lambda c: c.id)
     ]
@@ -101,6 +106,8 @@ def expand_batch(
     batch_size: int,
 ) -> tuple[OutboxClaim, int, bool]:
     """Write the next batch of delivery rows; return the advanced claim, rows added, and done."""
+    if claim.kind is DeliveryKind.TEST:
+        return _expand_test(db, claim, owner, now, lease_seconds)
     with db.write() as conn:
         _extend_lease(conn, claim, owner, now, lease_seconds)
         if claim.kind is DeliveryKind.RECONSIDER:
@@ -175,6 +182,46 @@ def expand_batch(
         )
     advanced = replace(claim, expanded_through=through)
     return advanced, count, done
+
+
+def _expand_test(
+    db: Database, claim: OutboxClaim, owner: str, now: float, lease_seconds: float
+) -> tuple[OutboxClaim, int, bool]:
+    """A test's one delivery row (none if the policy refuses the device), written with the
+    outbox row's completion in one transaction: it cannot be written twice."""
+    with db.write() as conn:
+        _extend_lease(conn, claim, owner, now, lease_seconds)
+        device = conn.execute(recipient_devices(claim, 0)).first()
+        delivery_id = 0
+        if device is not None:
+            delivery_id = conn.execute(
+                deliveries.insert()
+                .values(
+                    message_id=None,
+                    device_id=device.device_id,
+                    user_id=device.user_id,
+                    platform=device.platform,
+                    kind=DeliveryKind.TEST.value,
+                    status=DeliveryStatus.PENDING.value,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(deliveries.c.id)
+            ).scalar_one()
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.id == claim.outbox_id)
+            .values(
+                expanded_through=delivery_id,
+                state=OutboxState.DONE,
+                lease_until=None,
+                lease_owner=None,
+                updated_at=now,
+            )
+        )
+    return replace(claim, expanded_through=delivery_id), int(device is not None), True
 
 
 def release_outbox(db: Database, claims: list[OutboxClaim], owner: str, now: float) -> None:

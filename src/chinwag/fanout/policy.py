@@ -18,7 +18,9 @@ SQL filter of the expansion and the Python check of the send: the rule is writte
 
 Kinds of fan-out (``DeliveryKind``): an alert is the message itself, to every member it notifies;
 a clear is the silent "read elsewhere" update to the reader's own devices; a removal withdraws a
-deleted message's notification from the devices that showed it (or were showing it).
+deleted message's notification from the devices that showed it (or were showing it); a test is
+one notification to one device its owner asked for (``POST /v1/devices/{id}/test``), about no
+message and no chat, so no chat rule (membership, notify level, quiet) applies to it.
 
 Not here: whether a provider is configured. Only the sender registry (``chinwag.push.registry``)
 knows which providers and apps have settings; it answers ``OutcomeKind.UNAVAILABLE``, and what
@@ -176,6 +178,17 @@ def removal_recipients(message_id: int) -> sa.Select[tuple[int, int, str]]:
     )
 
 
+def test_recipient(device_id: int, owner_id: int) -> sa.Select[tuple[int, int, str]]:
+    """The device a test goes to: still its owner's, active and verified (an unproved mailbox
+    gets nothing but its code, not even a test)."""
+    return sa.select(devices.c.id.label("device_id"), devices.c.user_id, devices.c.platform).where(
+        devices.c.id == device_id,
+        devices.c.user_id == owner_id,
+        devices.c.active.is_(True),
+        devices.c.verified.is_(True),
+    )
+
+
 class FanOut(Protocol):
     """An outbox row as the expansion needs it."""
 
@@ -189,6 +202,8 @@ class FanOut(Protocol):
     def sender_id(self) -> int: ...
     @property
     def user_id(self) -> int: ...
+    @property
+    def device_id(self) -> int: ...
 
 
 def recipient_devices(fanout: FanOut, after_device_id: int) -> sa.Select[tuple[int, int, str]]:
@@ -197,6 +212,9 @@ def recipient_devices(fanout: FanOut, after_device_id: int) -> sa.Select[tuple[i
     if fanout.kind is DeliveryKind.CLEAR:
         query = clear_recipients(fanout.user_id)
         device_id: sa.ColumnElement[int] = devices.c.id
+    elif fanout.kind is DeliveryKind.TEST:
+        query = test_recipient(fanout.device_id, fanout.user_id)
+        device_id = devices.c.id
     elif fanout.kind is DeliveryKind.REMOVAL:
         query = removal_recipients(fanout.message_id)
         device_id = deliveries.c.device_id
@@ -244,7 +262,7 @@ def skip_reason(facts: SendTimeFacts, now: float) -> str | None:
     if facts.device_owner_id != facts.recipient_id:
         return "device now belongs to another user"
     if facts.kind != DeliveryKind.ALERT:
-        return None  # silent updates concern the device owner's own state
+        return None  # silent updates and tests concern the device owner's own state
     if facts.message_deleted:
         return MESSAGE_DELETED
     if not facts.is_member:
@@ -361,8 +379,8 @@ def recheck_unavailable_at(now: float) -> float:
 
 
 def carries_badge(kind: str) -> bool:
-    """Alerts and clears carry the recipient's badge; a removal leaves it alone."""
-    return kind != DeliveryKind.REMOVAL
+    """Alerts and clears carry the recipient's badge; a removal or a test leaves it alone."""
+    return kind in (DeliveryKind.ALERT, DeliveryKind.CLEAR)
 
 
 def is_urgent(kind: str, mentioned: bool) -> bool:

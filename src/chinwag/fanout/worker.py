@@ -26,7 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from chinwag.chat import events, ratelimit
+from prometheus_client import Counter
+
+from chinwag.chat import devices, events, ratelimit
 from chinwag.fanout.deliveries import (
     ClaimedDelivery,
     RetryPolicy,
@@ -48,6 +50,11 @@ from chinwag.push.model import Dispatcher, Outcome, OutcomeKind, Platform
 from chinwag.store.database import Database
 
 log = logging.getLogger("chinwag.worker")
+
+STALE_DEVICES = Counter(
+    "chinwag_devices_stale_deactivated_total",
+    "Devices deactivated because their app had not registered them for CHINWAG_DEVICE_STALE_DAYS",
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -76,6 +83,8 @@ class WorkerOptions:
     # Senders watching a message's delivery panel get an update at most this often.
     summary_every: float = 0.5
     prune_every: float = 3600.0
+    # The pruning deactivates devices not registered again for this many days (0: never).
+    device_stale_days: float = 270.0
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -101,8 +110,8 @@ class Worker:
         # Intervals are timed on a monotonic clock, which counts from an arbitrary point (boot,
         # on Linux): "never done" is None, not 0.0, or a freshly booted machine waits an hour.
         self._clock = clock
-        # The epoch seconds the rows' times are compared with (due, leases, quiet hours): a test
-        # sets it to reach the end of a user's quiet hours without waiting for it.
+        # The epoch seconds the rows' times are compared with (due, leases, quiet hours, the
+        # pruning's ages): a test sets it to reach the end of a user's quiet hours, or months on.
         self._now = wall_clock
         self.sender = sender
         self.options = options or WorkerOptions()
@@ -246,7 +255,16 @@ class Worker:
             self._last_prune = self._clock()
             await self._db(events.prune, self.db, self._now())
             await self._db(ratelimit.prune, self.db)
+            await self._prune_stale_devices()
         return progressed
+
+    async def _prune_stale_devices(self) -> None:
+        days = self.options.device_stale_days
+        stale = await self._db(devices.deactivate_stale, self.db, self._now(), days)
+        if stale:
+            log.info("deactivated %d devices not registered again for %g days", stale, days)
+            STALE_DEVICES.inc(stale)
+            self._count("stale_devices", stale)
 
     def _claim_room(self) -> dict[str, int]:
         """How many deliveries of each platform to claim now. Each provider has slots of its own,

@@ -12,7 +12,7 @@ import base64
 import binascii
 import ipaddress
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
@@ -169,6 +169,20 @@ class OutcomeKind(StrEnum):
     REJECTED = "rejected"  # our payload is wrong: no retry, loud error
     MISCONFIGURED = "misconfigured"  # our credentials/settings are wrong: no retry, alert
     UNAVAILABLE = "unavailable"  # no sender configured for this platform/app: stays pending
+
+
+# What to do about each class, as a device's owner is told (POST /v1/devices/{id}/test). Here, by
+# the classes, because the domain may read push.model but not the classification tables.
+ADVICE: Mapping[OutcomeKind, str] = {
+    OutcomeKind.DELIVERED: "nothing: {provider} accepted the notification for this device",
+    OutcomeKind.RETRY: "{provider} is failing or slow for now; chinwag will retry",
+    OutcomeKind.TOKEN_DEAD: "the app must register again: {provider} says this token is gone",
+    OutcomeKind.REJECTED: "{provider} refused the notification itself; tell the operator "
+    "(a chinwag bug or an unusual device)",
+    OutcomeKind.MISCONFIGURED: "the operator's credentials for {provider} are refused; "
+    "tell the operator",
+    OutcomeKind.UNAVAILABLE: "{provider} is not configured on this server; tell the operator",
+}
 
 
 @dataclass(frozen=True, slots=True)

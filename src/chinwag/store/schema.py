@@ -81,6 +81,13 @@ devices = sa.Table(
     # secret of its owner: never logged, never returned by the API).
     sa.Column("payload", sa.String(16), nullable=False, server_default="full"),
     sa.Column("encryption_key", sa.String(64), nullable=True),
+    # Set at registration and every re-registration (the app refreshing its token); a device
+    # silent for CHINWAG_DEVICE_STALE_DAYS is deactivated by the worker's hourly pruning.
+    sa.Column("refreshed_at", sa.Float, nullable=False),
+    # What the worker last heard from the provider about this device (GET /v1/devices).
+    sa.Column("last_success_at", sa.Float, nullable=True),
+    sa.Column("last_failure_at", sa.Float, nullable=True),
+    sa.Column("last_failure_reason", sa.String(500), nullable=True),
     sa.UniqueConstraint("platform", "app", "token_hash", "scope"),
     sa.Index("ix_devices_user_id_active", "user_id", "active"),
 )
@@ -132,21 +139,26 @@ mentions = sa.Table(
 
 # The durable record that a fan-out still has to be expanded into delivery rows, written in the
 # transaction of the change that asks for it: a message (kind alert, one per message), a read
-# marker moved (clear, one per message and reader), a message deleted (removal). Which devices
-# each kind reaches is decided by chinwag.fanout.policy when a worker expands it. Workers claim
-# a row with a lease (lease_until) so a dead worker's claim simply expires.
+# marker moved (clear, one per message and reader), a message deleted (removal), a device's
+# owner asking for a test notification (test: no message, one device). Which devices each kind
+# reaches is decided by chinwag.fanout.policy when a worker expands it. Workers claim a row with
+# a lease (lease_until) so a dead worker's claim simply expires.
 outbox = sa.Table(
     "outbox",
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
-    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    # Null only for a test, which is about no message.
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True),
     sa.Column("kind", sa.String(16), nullable=False, server_default="alert"),
     # The reader whose devices a clear goes to; 0 for alert and removal, whose devices the
     # policy finds from the message.
     sa.Column("user_id", Id, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
     # Highest device id already expanded into deliveries: expansion resumes from here after a crash.
+    # A test is one device and one delivery: here it is that delivery's id once expanded.
     sa.Column("expanded_through", Id, nullable=False, server_default="0"),
+    # The one device a test goes to; null for every other kind.
+    sa.Column("device_id", Id, sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=True),
     sa.Column("due_at", sa.Float, nullable=False),
     sa.Column("lease_until", sa.Float, nullable=True),
     sa.Column("lease_owner", sa.String(64), nullable=True),
@@ -157,16 +169,17 @@ outbox = sa.Table(
 )
 
 # One row per (message, device): its status is what GET /v1/messages/{id}/deliveries shows.
+# A test notification's row has no message (message_id null, kind test).
 deliveries = sa.Table(
     "deliveries",
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
-    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True),
     sa.Column("device_id", Id, sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
     sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("platform", sa.String(16), nullable=False),
     # alert: the message itself · clear: a silent badge/clear update after reading elsewhere ·
-    # removal: withdraws the notification of a deleted message.
+    # removal: withdraws the notification of a deleted message · test: POST /v1/devices/{id}/test.
     sa.Column("kind", sa.String(16), nullable=False, server_default="alert"),
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -245,4 +258,21 @@ server_keys = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Per provider and app, what the worker last heard: written with each batch of outcomes, read by
+# /admin and /metrics. credentials_ok turns false on a MISCONFIGURED (or UNAVAILABLE) outcome and
+# back to true on any answer that proves the provider accepted our credentials.
+provider_health = sa.Table(
+    "provider_health",
+    metadata,
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("app", sa.String(64), primary_key=True),
+    sa.Column("last_success_at", sa.Float, nullable=True),
+    sa.Column("last_error_at", sa.Float, nullable=True),
+    # The outcome class (retry, rejected, misconfigured, unavailable) and its text.
+    sa.Column("last_error_class", sa.String(16), nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("credentials_ok", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

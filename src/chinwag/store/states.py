@@ -38,6 +38,7 @@ class DeliveryKind(StrEnum):
     # Outbox only, writes no deliveries: the user (outbox.user_id) changed their quiet hours; ask
     # the policy again about their deferred alerts now (message_id: one of those alerts').
     RECONSIDER = "reconsider"
+    TEST = "test"  # shown: a test notification its owner asked for; one device, no message
 
 
 class OutboxState(StrEnum):

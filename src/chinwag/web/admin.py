@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, users
 from chinwag.web.api import Api, HttpError, RequestContext
-from chinwag.web.metrics import HTTP_SECONDS, read_figures
+from chinwag.web.metrics import HTTP_SECONDS, read_figures, read_provider_health
 
 THROUGHPUT_WINDOW_SECONDS = 600
 THROUGHPUT_STEP_SECONDS = 10
@@ -47,9 +47,21 @@ class OutcomeCount(BaseModel):
     count: int
 
 
+class ProviderStatus(BaseModel):
+    provider: str
+    app: str
+    credentials_ok: bool = Field(
+        description="False when the latest answer refused our credentials (or none are set)"
+    )
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error_class: str | None = Field(description="retry, rejected, misconfigured, unavailable")
+    last_error: str | None
+
+
 class RecentFailure(BaseModel):
     delivery_id: int
-    message_id: int
+    message_id: int | None = Field(description="null for a test notification")
     provider: str
     user: str
     status: str
@@ -75,6 +87,9 @@ class AdminStats(BaseModel):
         description="By provider, status and reason; largest first"
     )
     recent_failures: list[RecentFailure]
+    providers: list[ProviderStatus] = Field(
+        description="Per provider and app, what the worker last heard from it"
+    )
     http: list[RouteLatency] = Field(description="Requests answered by this web process")
 
 
@@ -103,6 +118,7 @@ def admin_stats(ctx: RequestContext) -> AdminStats:
         throughput=_throughput(db, now),
         outcomes=_outcomes(db),
         recent_failures=_recent_failures(db),
+        providers=_providers(db),
         http=_http_latency(),
     )
 
@@ -187,6 +203,24 @@ def _recent_failures(db: Database) -> list[RecentFailure]:
             updated_at=datetime.fromtimestamp(row["updated_at"]).astimezone(),
         )
         for row in rows
+    ]
+
+
+def _providers(db: Database) -> list[ProviderStatus]:
+    def when(at: float | None) -> datetime | None:
+        return datetime.fromtimestamp(at).astimezone() if at is not None else None
+
+    return [
+        ProviderStatus(
+            provider=row.platform,
+            app=row.app,
+            credentials_ok=row.credentials_ok,
+            last_success_at=when(row.last_success_at),
+            last_error_at=when(row.last_error_at),
+            last_error_class=row.last_error_class,
+            last_error=row.last_error,
+        )
+        for row in read_provider_health(db)
     ]
 
 

@@ -49,6 +49,8 @@ class RequestContext:
     body: Any
     query: Any
     token_id: int | None = None  # the API token this request came with
+    # Set by a handler to answer one of its route's ``also`` statuses instead of ``status``.
+    status: int | None = None
 
     @property
     def member(self) -> User:
@@ -74,6 +76,8 @@ class Route:
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    # Other success statuses with the same response model (e.g. 202: not finished yet).
+    also: tuple[int, ...] = ()
     auth: bool = True
     errors: tuple[int, ...] = ()
     tag: str = "chat"
@@ -126,7 +130,8 @@ def _endpoint(route: Route, services: Services) -> Callable[..., str | Iterator[
                 token_id=session.token_id if session else None,
             )
             result = route.handler(context, **path_params)
-            response.status = route.status
+            assert context.status is None or context.status in route.also, context.status
+            response.status = context.status or route.status
             if result is None:
                 return ""
             if isinstance(result, BaseModel):

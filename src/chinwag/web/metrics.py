@@ -4,7 +4,10 @@ Two kinds of figures live here. HTTP request latency by route is measured in thi
 Bottle plugin around every route. The fan-out's state (outbox depth, the age of the oldest pending
 fan-out, deliveries by platform and status) belongs to no process: it is read from the database
 at scrape time by a collector, so every web process reports the same truth and a restart loses
-nothing. The operator page (``web/admin.py``) reads the very same figures through ``read_figures``.
+nothing; so is each provider's health (per platform and app: last success, last error and its
+class, whether its credentials work), which the worker writes to ``provider_health`` with every
+batch of outcomes. The operator page (``web/admin.py``) reads the very same figures through
+``read_figures`` and ``read_provider_health``.
 
 The worker's own counters (sends by provider and outcome, send latency, in flight, dead tokens;
 ``push/registry.py``) live in the worker process and are exported by it (``CHINWAG_METRICS_PORT``).
@@ -28,7 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from chinwag.store.database import Database
-from chinwag.store.schema import deliveries, outbox
+from chinwag.store.schema import deliveries, outbox, provider_health
 from chinwag.store.states import OutboxState
 from chinwag.web.api import error_response
 
@@ -85,6 +88,39 @@ def count_deliveries(db: Database) -> dict[tuple[str, str], int]:
     return {(platform, status): int(count) for platform, status, count in counts}
 
 
+@dataclass(frozen=True)
+class ProviderHealth:
+    """What the worker last heard from one provider for one app (``provider_health``)."""
+
+    platform: str
+    app: str
+    last_success_at: float | None
+    last_error_at: float | None
+    last_error_class: str | None
+    last_error: str | None
+    credentials_ok: bool
+
+
+def read_provider_health(db: Database) -> list[ProviderHealth]:
+    """One row per provider and app the worker has heard from: a table of a handful of rows."""
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(provider_health).order_by(provider_health.c.platform, provider_health.c.app)
+        ).mappings()
+        return [
+            ProviderHealth(
+                platform=row["platform"],
+                app=row["app"],
+                last_success_at=row["last_success_at"],
+                last_error_at=row["last_error_at"],
+                last_error_class=row["last_error_class"],
+                last_error=row["last_error"],
+                credentials_ok=bool(row["credentials_ok"]),
+            )
+            for row in rows
+        ]
+
+
 class DeliveryCounts:
     """The deliveries-by-status GROUP BY, at most once per ``ttl_seconds`` however often
     Prometheus (or anyone: /metrics may be public) scrapes; concurrent scrapes share one query."""
@@ -129,6 +165,33 @@ class FanoutCollector(Collector):
         for (platform, status), count in sorted(figures.deliveries.items()):
             rows.add_metric([platform, status], count)
         yield from (depth, age, rows)
+        yield from provider_metrics(read_provider_health(self.db))
+
+
+def provider_metrics(health: list[ProviderHealth]) -> Iterator[Metric]:
+    labels = ["platform", "app"]
+    success = GaugeMetricFamily(
+        "chinwag_provider_last_success_timestamp",
+        "When the provider last accepted a notification for the app (UNIX time)",
+        labels=labels,
+    )
+    error = GaugeMetricFamily(
+        "chinwag_provider_last_error_timestamp",
+        "When the provider last failed a notification for the app, by outcome class (UNIX time)",
+        labels=[*labels, "error_class"],
+    )
+    credentials = GaugeMetricFamily(
+        "chinwag_provider_credentials_ok",
+        "0 when the latest answer refused our credentials for the app (or none are configured)",
+        labels=labels,
+    )
+    for row in health:
+        if row.last_success_at is not None:
+            success.add_metric([row.platform, row.app], row.last_success_at)
+        if row.last_error_at is not None and row.last_error_class:
+            error.add_metric([row.platform, row.app, row.last_error_class], row.last_error_at)
+        credentials.add_metric([row.platform, row.app], 1.0 if row.credentials_ok else 0.0)
+    yield from (success, error, credentials)
 
 
 class _Exposition:

@@ -24,6 +24,7 @@ ERROR_TEXT = {
     429: "Too many requests",
     503: "Database unavailable",
 }
+SUCCESS_TEXT = {202: "Accepted, not finished yet: ask again where the answer says"}
 # Every route with a JSON body can fail these ways before its own logic runs.
 BODY_ERRORS = (400, 413, 415, 422)
 
@@ -80,6 +81,11 @@ def _operation(route: Route, ref_of: dict[type[BaseModel], str]) -> dict[str, An
         if route.stream:
             content["text/event-stream"] = {"schema": {"type": "string"}}
         operation["responses"][str(route.status)] = {"description": "Success", "content": content}
+        for status in route.also:
+            operation["responses"][str(status)] = {
+                "description": SUCCESS_TEXT.get(status, "Success"),
+                "content": content,
+            }
     else:
         operation["responses"][str(route.status)] = {"description": "Done, no content"}
     statuses = set(route.errors)

@@ -12,6 +12,7 @@ from chinwag import __version__
 from chinwag.chat import (
     accounts,
     chats,
+    device_tests,
     devices,
     messages,
     notify_settings,
@@ -261,6 +262,58 @@ def vapid_public_key(ctx: RequestContext) -> s.VapidPublicKey:
     if key is None:
         raise HttpError(404, "not_found", "Web Push is off on this server")
     return s.VapidPublicKey(public_key=key)
+
+
+@api.route(
+    "POST",
+    "/v1/devices/<device_id:int>/test",
+    summary="Send a test notification to one of your devices and answer with its outcome",
+    response=s.DeviceTestOut,
+    also=(202,),
+    errors=(401, 404, 429),
+    tag="devices",
+)
+def test_device(ctx: RequestContext, device_id: int) -> s.DeviceTestOut:
+    """Waits up to CHINWAG_DEVICE_TEST_WAIT_SECONDS for the worker to try it: 200 with the
+    outcome, or 202 with the test's id if it has not been tried by then."""
+    services = ctx.services
+    test_id = device_tests.request_test(services.db, ctx.member, device_id)
+    try:
+        services.ring_doorbell(0)  # no message: the doorbell only wakes a worker
+    except Exception:  # the sweep finds the outbox row within its interval
+        log.warning("doorbell failed for device test %s", test_id, exc_info=True)
+    result = device_tests.wait_for_result(
+        services.db, ctx.member, device_id, test_id, services.settings.device_test_wait_seconds
+    )
+    return _test_out(ctx, result)
+
+
+@api.route(
+    "GET",
+    "/v1/devices/<device_id:int>/tests/<test_id:int>",
+    summary="How a test notification went (after a 202)",
+    response=s.DeviceTestOut,
+    also=(202,),
+    errors=(401, 404),
+    tag="devices",
+)
+def device_test_result(ctx: RequestContext, device_id: int, test_id: int) -> s.DeviceTestOut:
+    result = device_tests.test_result(ctx.services.db, ctx.member, device_id, test_id)
+    return _test_out(ctx, result)
+
+
+def _test_out(ctx: RequestContext, result: device_tests.TestResult) -> s.DeviceTestOut:
+    if not result.finished:
+        ctx.status = 202
+    return s.DeviceTestOut(
+        test_id=result.test_id,
+        device_id=result.device_id,
+        delivery_id=result.delivery_id,
+        status=result.status,  # type: ignore[arg-type]  # a DeliveryStatus value
+        outcome=result.outcome.value if result.outcome else None,
+        reason=result.reason,
+        advice=result.advice,
+    )
 
 
 # --- chats --------------------------------------------------------------------------------------

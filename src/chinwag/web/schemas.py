@@ -176,6 +176,37 @@ class DeviceOut(Response):
         description="Webhook devices: the HMAC-SHA256 key of their X-Chinwag-Signature, shown "
         "once, in the answer to the registration that created the device; null afterwards",
     )
+    refreshed_at: datetime = Field(
+        description="Last registered (registering it again refreshes it); a device not "
+        "refreshed for CHINWAG_DEVICE_STALE_DAYS is deactivated"
+    )
+    last_success_at: datetime | None = Field(
+        default=None, description="When its provider last accepted a notification for it"
+    )
+    last_failure_at: datetime | None = Field(
+        default=None, description="When a notification for it last did not go through"
+    )
+    last_failure_reason: str | None = Field(
+        default=None, description='Why, as "<class>: <provider\'s reason>"'
+    )
+
+
+class DeviceTestOut(Response):
+    test_id: int = Field(description="Ask GET /v1/devices/{id}/tests/{test_id} for news")
+    device_id: int
+    delivery_id: int | None = Field(description="The test's delivery record, once written")
+    status: Literal["delivered", "failed", "token_dead", "retrying", "pending", "skipped"] = Field(
+        description="pending: not tried yet (202), or its provider is not configured (200, "
+        "outcome unavailable); skipped: the device is no longer active, verified or yours"
+    )
+    outcome: (
+        Literal["delivered", "retry", "token_dead", "rejected", "misconfigured", "unavailable"]
+        | None
+    ) = Field(description="The class of the provider's answer; null until there is one")
+    reason: str | None = Field(
+        description='What the provider said, e.g. "token_dead: Unregistered (HTTP 410)"'
+    )
+    advice: str | None = Field(description="What to do about it, and who should")
 
 
 class VapidPublicKey(Response):

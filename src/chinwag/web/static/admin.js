@@ -95,6 +95,19 @@ function render(stats) {
       return li;
     }),
   );
+  const when = (at) => (at ? new Date(at).toLocaleString() : "never");
+  fillTable(
+    "providers",
+    stats.providers.map((p) => [
+      cell(p.provider),
+      cell(p.app),
+      cell(p.credentials_ok ? "ok" : "refused", p.credentials_ok ? "" : "refused"),
+      cell(when(p.last_success_at)),
+      cell(when(p.last_error_at)),
+      cell(p.last_error_class || "—"),
+      cell(p.last_error || "—", "muted"),
+    ]),
+  );
   fillTable(
     "outcomes",
     stats.outcomes.map((o) => [cell(o.provider), cell(o.status), cell(o.reason || "—", "muted"), cell(String(o.count), "num")]),
@@ -105,7 +118,7 @@ function render(stats) {
       cell(new Date(f.updated_at).toLocaleTimeString()),
       cell(f.provider),
       cell(f.user),
-      cell(`#${f.message_id}`),
+      cell(f.message_id === null ? "test" : `#${f.message_id}`),
       cell(f.status),
       cell(String(f.attempts), "num"),
       cell(f.reason || "—", "muted"),
