@@ -176,3 +176,37 @@ def test_device_payloads_migration_keeps_devices_full_and_going_back_hides_priva
     with empty.read() as conn:
         active = conn.execute(sa.text("SELECT id, active FROM devices ORDER BY id")).all()
     assert [(i, bool(a)) for i, a in active] == [(1, True), (2, False), (3, False)]
+
+
+def test_upgrading_a_used_database_keeps_every_row_and_every_reference(empty: Database) -> None:
+    """From 0007 with a delivery in place, the upgrade (which rebuilds `devices` on SQLite)
+    keeps the delivery, and foreign keys are enforced again afterwards."""
+    upgrade(empty, "0007")
+    now = time.time()
+    rows = [
+        "INSERT INTO users (id, username, display_name, password_hash, created_at) "
+        "VALUES (1, 'a', 'a', 'x', :now), (2, 'b', 'b', 'x', :now)",
+        "INSERT INTO chats (id, title, created_by, created_at) VALUES (1, 't', 1, :now)",
+        "INSERT INTO messages (id, chat_id, sender_id, body, created_at) "
+        "VALUES (1, 1, 1, 'hi', :now)",
+        "INSERT INTO devices (id, user_id, platform, token, token_hash, created_at, updated_at) "
+        "VALUES (1, 2, 'fcm', 't', 't', :now, :now)",
+        "INSERT INTO deliveries (message_id, device_id, user_id, platform, status, "
+        "next_attempt_at, created_at, updated_at) "
+        "VALUES (1, 1, 2, 'fcm', 'delivered', :now, :now, :now)",
+    ]
+    with empty.write() as conn:
+        for row in rows:
+            conn.execute(sa.text(row).bindparams(now=now))
+    upgrade(empty)
+    with empty.read() as conn:
+        kept = conn.execute(sa.text("SELECT message_id, device_id, status FROM deliveries")).all()
+    assert kept == [(1, 1, "delivered")]
+    with pytest.raises(sa.exc.IntegrityError), empty.write() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO deliveries (message_id, device_id, user_id, platform, status, "
+                "next_attempt_at, created_at, updated_at) "
+                "VALUES (1, 999, 2, 'fcm', 'pending', :now, :now, :now)"
+            ).bindparams(now=now)
+        )
