@@ -194,7 +194,7 @@ def test_service_worker_shows_a_push_and_its_click_opens_the_chat(
         # own log saying it was shown): deliver again, at most three times, before failing.
         for _ in range(3):
             push(data)
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if shown_ids() == [data["message_id"]]:
                     return
