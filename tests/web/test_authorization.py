@@ -69,7 +69,13 @@ def server(db: Database, rung: list[int]) -> Iterator[LiveServer]:
     """The conftest's server with Web Push on, as from the environment (a generated key), so
     that the key route answers here like every other route."""
     push = PushSettings(webpush=WebPushSettings(vapid_private_key=None))
-    settings = Settings(database_url=db.url, stream_heartbeat_seconds=0.5, push=push)
+    settings = Settings(
+        database_url=db.url,
+        stream_heartbeat_seconds=0.5,
+        # No worker behind this server: a device test can only stay pending (202).
+        device_test_wait_seconds=0.2,
+        push=push,
+    )
     services = Services(
         settings,
         db,
