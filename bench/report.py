@@ -96,6 +96,123 @@ def plot_throughput(results: dict[str, Any]) -> Path:
     return _save(figure, "throughput.png")
 
 
+def plot_cores(results: dict[str, Any]) -> Path:
+    """Measurements 8 to 10 side by side: processes, sends during fan-outs, growth."""
+    cores = results["cores"]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    rows = cores["processes"]["rows"]
+    bars = axes[0].bar(
+        [f"--processes {row['processes']}" for row in rows],
+        [row["per_second"] for row in rows],
+        color=["tab:blue", "tab:cyan"],
+    )
+    axes[0].bar_label(bars, fmt="%.0f")
+    axes[0].set(
+        ylabel="notifications per second",
+        title=f"8. chinwag worker, {rows[0]['size']:,} devices, SQLite",
+    )
+    rounds = cores["serve"]["rounds"]
+    labels, values = ["1 member, idle"], [rounds[0]["idle_one_p50"] * 1000]
+    for row in rounds:
+        labels.append(f"{row['size']:,}, fan-outs running\n(workers nice {row['worker_nice']})")
+        values.append(row["busy_big_p50"] * 1000)
+    bars = axes[1].bar(labels, values, color=["tab:gray", "tab:blue", "tab:orange"][: len(values)])
+    axes[1].bar_label(bars, fmt="%.1f")
+    axes[1].axhline(values[0] * 1.25, color="tab:red", linestyle="--", label="1.25x idle")
+    axes[1].set(ylabel="send p50 (ms)", title="9. sends under chinwag serve")
+    axes[1].legend()
+    growth = cores["growth"]
+    sizes = [growth["small"], growth["large"]]
+    lasts = [growth["small_last_p50"], growth["large_last_p50"]]
+    axes[2].plot(sizes, lasts, "o-", label="measured")
+    axes[2].plot(
+        sizes,
+        [growth["small_last_p50"], growth["large_expected"]],
+        "--",
+        color="tab:gray",
+        label=f"linear at the {growth['small']:,}-device rate",
+    )
+    axes[2].set(
+        xscale="log",
+        yscale="log",
+        xlabel="devices in the group",
+        ylabel="send to last device, p50 (s)",
+        title="10. growth, one worker process",
+    )
+    axes[2].grid(True, which="both", alpha=0.3)
+    axes[2].legend()
+    return _save(figure, "cores.png")
+
+
+def cores_section(results: dict[str, Any]) -> list[str]:
+    cores = results["cores"]
+    png = plot_cores(results)
+    processes = cores["processes"]
+    lines = [
+        "## 8. Every core: `chinwag worker --processes N`",
+        "",
+        f"![cores]({png.relative_to(DOCS)})",
+        "",
+        "SQLite, `chinwag web` and the APNs fake pinned to core 0, the worker processes free to",
+        f"run on any of the {processes['nproc']} cores; 0 ms provider latency, median of "
+        f"{len(processes['rows'][0]['runs'])} fan-outs after one unmeasured one. *Cores busy* =",
+        "the CPU seconds of the worker processes over the fan-out's wall-clock time.",
+        "",
+        "| worker processes | devices | notifications/s | cores busy | runs (notifications/s) |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for row in processes["rows"]:
+        runs = ", ".join(f"{run['per_second']:.0f}" for run in row["runs"])
+        lines.append(
+            f"| {row['processes']} | {row['size']:,} | {row['per_second']:.0f} | "
+            f"{row['cores_busy']:.2f} | {runs} |"
+        )
+    lines += [
+        "",
+        f"Two processes ÷ one: {processes['two_vs_one']:.2f}x.",
+        "",
+        "## 9. Sends during fan-outs, under `chinwag serve`",
+        "",
+        "`chinwag serve` as shipped (one `chinwag live` web process and one worker process per",
+        "core, SQLite). The 1-member group's sends come first, on an idle system, one every",
+        "50 ms; then sends to the big group go out on a fixed schedule, each while the",
+        "fan-outs of the ones before it still run. The second row, if any, is the same with",
+        "`--worker-nice 0` (workers at the web process's priority), in the same run.",
+        "",
+        "| workers | nice | 1 member, idle: p50 / p99 (ms) | big group during fan-outs: "
+        "p50 / p99 (ms) | ratio of p50s | sends | notified | fan-out rate (/s) |",
+        "|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for row in cores["serve"]["rounds"]:
+        lines.append(
+            f"| {row['worker_processes']} | {row['worker_nice']} | "
+            f"{_ms(row['idle_one_p50'])} / {_ms(row['idle_one_p99'])} | "
+            f"{_ms(row['busy_big_p50'])} / {_ms(row['busy_big_p99'])} | {row['ratio']:.2f}x | "
+            f"{row['sends']} to {row['size']:,} devices, one every {row['spacing_s']:g} s | "
+            f"{row['notified']:,} / {row['expected']:,} | {row['fanout_rate']:.0f} |"
+        )
+    growth = cores["growth"]
+    lines += [
+        "",
+        f"## 10. Growth: a {growth['large']:,}-device group",
+        "",
+        "SQLite, `chinwag web` and one `chinwag worker` process, 0 ms provider latency; each",
+        "send's fan-out finishes before the next.",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| send p50, 1-device group (10 sends) | {_ms(growth['one_send_p50'])} ms |",
+        f"| send p50, {growth['large']:,}-device group | {_ms(growth['large_send_p50'])} ms |",
+        f"| last device, {growth['small']:,} devices (p50) | {growth['small_last_p50']:.2f} s "
+        f"({growth['small_rate']:.0f}/s) |",
+        f"| last device, {growth['large']:,} devices (p50) | {growth['large_last_p50']:.2f} s |",
+        f"| expected at the {growth['small']:,}-device rate | {growth['large_expected']:.2f} s |",
+        f"| measured ÷ expected | {growth['last_ratio']:.2f}x |",
+        f"| worker peak RSS (VmHWM) | {growth['peak_rss_mb']:.1f} MiB |",
+    ]
+    return lines
+
+
 def _save(figure: Any, name: str) -> Path:
     IMG.mkdir(parents=True, exist_ok=True)
     path = IMG / name
@@ -317,6 +434,8 @@ def write_report(results: dict[str, Any]) -> Path:
         ]
     else:
         lines.append("Skipped: PostgreSQL or Redis was not reachable.")
+    if "cores" in results:
+        lines += ["", *cores_section(results)]
     if "live" in results:
         lines += ["", *live_section(results["live"])]
     for notes in (PROFILE_NOTES, PROFILE_NOTES.with_name("profile-raw.md")):

@@ -94,7 +94,9 @@ class ChinwagStack:
     def start_worker(self, *, core: int | None = None, processes: int = 1) -> Child:
         """``chinwag worker --processes N``; returns once every process has started."""
         log = self.workdir / f"worker-{len(self.workers)}.log"
-        argv = python_argv("-m", "chinwag", "worker", "--processes", str(processes))
+        argv = python_argv("-m", "chinwag", "worker")
+        if processes != 1:  # one is ENGINE_ENV's default (and all an older tree knows)
+            argv += ["--processes", str(processes)]
         worker = Child(argv, self.env, log, core=core)
         self.workers.append(worker)
         deadline = time.monotonic() + 30
