@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cores, fanout, live, throughput, webtier
+from bench import cores, fanout, live, statements, throughput, webtier
 from bench.support import ROOT, FakeApnsProcess, machine, say
 from bench.targets import ratios, targets
 
@@ -92,6 +92,7 @@ def main() -> int:
             results["rss"] = tp.pop("rss")
             results["throughput"] = tp
             results["web"] = webtier.run_web(fakes, workdir, plan["web_seconds"])
+            results["statements"] = statements.run()
             results["scaleout"] = webtier.run_scaleout(
                 fakes,
                 workdir,

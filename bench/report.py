@@ -410,6 +410,22 @@ def write_report(results: dict[str, Any]) -> Path:
             f"{send['per_second']:.0f} | {latency} | {health['per_second']:.0f} | "
             f"{row['ratio']:.2f} | {send['non_2xx']} |"
         )
+    if "statements" in results:
+        lines += [
+            "",
+            "What one send costs the database (`python -m bench.statements`: the web app in",
+            "process, a SQLAlchemy event listener counting one `POST` after warm-up sends; round",
+            "trips = statements + BEGINs + COMMITs; the doorbell's enqueue is apart):",
+            "",
+            "| database | statements | transactions | round trips | pool checkouts "
+            "| doorbell rings |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["statements"]:
+            lines.append(
+                f"| {row['database']} | {row['statements']} | {row['transactions']} | "
+                f"{row['round_trips']} | {row['checkouts']} | {row['doorbell_rings']} |"
+            )
     lines += ["", "## 6. Scale-out: one and two worker processes on PostgreSQL + Redis", ""]
     scale = [row for row in results["scaleout"] if "skipped" not in row]
     if scale:
