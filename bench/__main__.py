@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cores, fanout, live, statements, throughput, webtier
+from bench import cores, fanout, live, stages, statements, throughput, webtier
 from bench.support import ROOT, FakeApnsProcess, machine, say
 from bench.targets import ratios, targets
 
@@ -33,6 +33,7 @@ FULL = {
     ),
     "throughput_size": 10_000,
     "throughput_repeats": 3,
+    "stages_repeats": 3,  # profiled fan-outs for the CPU by stage (py-spy); 0: not measured
     "web_seconds": 10.0,
     "scaleout_size": 10_000,
     "scaleout_latencies": (0.0, 0.2),
@@ -46,6 +47,7 @@ QUICK = {
     ),
     "throughput_size": 100,
     "throughput_repeats": 1,
+    "stages_repeats": 0,
     "web_seconds": 1.0,
     "scaleout_size": 100,
     "scaleout_latencies": (0.0,),
@@ -91,6 +93,16 @@ def main() -> int:
             tp = throughput.run(fakes, workdir, plan["throughput_size"], plan["throughput_repeats"])
             results["rss"] = tp.pop("rss")
             results["throughput"] = tp
+            if plan["stages_repeats"]:
+                results["stages"] = stages.summary(
+                    stages.measure(
+                        fakes,
+                        workdir / "stages",
+                        ROOT / "src",
+                        plan["throughput_size"],
+                        plan["stages_repeats"],
+                    )
+                )
             results["web"] = webtier.run_web(fakes, workdir, plan["web_seconds"])
             results["statements"] = statements.run()
             results["scaleout"] = webtier.run_scaleout(

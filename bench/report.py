@@ -213,6 +213,34 @@ def cores_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stages_lines(results: dict[str, Any]) -> list[str]:
+    """The worker's CPU per notification by stage (bench.stages), if measured."""
+    if "stages" not in results:
+        return []
+    found = results["stages"]
+    lines = [
+        "### The worker's CPU per notification, by stage",
+        "",
+        f"`bench.stages` in the same run: {len(found['runs'])} more fan-outs of "
+        f"{results['throughput']['size']:,} devices by a worker on core 1, its threads' CPU time",
+        "read from /proc: the event loop's is *send* (the sender, HTTP/2, HPACK, TLS, asyncio);",
+        "the database thread's is split by py-spy's samples of it (claim, expand, record, other).",
+        "",
+        "| stage | µs of CPU per notification |",
+        "|---|---:|",
+    ]
+    for stage, micros in found["us_by_stage"].items():
+        lines.append(f"| {stage} | {micros:.0f} |")
+    lines += [
+        f"| **all (median run)** | **{found['cpu_us_per_notification']:.0f}** |",
+        "",
+        f"At {found['cpu_us_per_notification']:.0f} µs a notification, one core does at most "
+        f"{1e6 / found['cpu_us_per_notification']:,.0f} a second.",
+        "",
+    ]
+    return lines
+
+
 def _save(figure: Any, name: str) -> Path:
     IMG.mkdir(parents=True, exist_ok=True)
     path = IMG / name
@@ -378,6 +406,7 @@ def write_report(results: dict[str, Any]) -> Path:
         f"chinwag worker ÷ aioapns: {r['worker_vs_aioapns']:.2f}x · chinwag sender ÷ aioapns: "
         f"{r['sender_vs_aioapns']:.2f}x",
         "",
+        *_stages_lines(results),
         "## 4. Worker peak RSS",
         "",
         f"Peak resident memory (the kernel's VmHWM) of the worker process after {tp['repeats']}",
