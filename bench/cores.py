@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.network import free_port
 
 from bench.stack import ChinwagStack
 from bench.support import (
@@ -31,7 +32,6 @@ from bench.support import (
     add_members_with_devices,
     base_env,
     cpu_seconds,
-    free_port,
     peak_rss_mb,
     percentile,
     python_argv,
@@ -107,15 +107,6 @@ def tree_cpu_seconds(pid: int) -> float:
         with contextlib.suppress(OSError):
             total += cpu_seconds(member)
     return total
-
-
-def tree_peak_rss_mb(pid: int) -> float:
-    """The largest VmHWM among ``pid`` and its descendants (the worker processes)."""
-    peaks = []
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError):
-            peaks.append(peak_rss_mb(member))
-    return max(peaks)
 
 
 # 8. Every core used
@@ -264,7 +255,7 @@ def _serve_round(
         time.sleep(1.0)
         fakes.reset()
         busy = []
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         for index in range(plan.serve_busy_sends):
             # A fixed schedule: each send starts while the fan-outs of the ones before it run.
             time.sleep(max(0.0, started + index * plan.serve_spacing - time.monotonic()))
@@ -275,7 +266,7 @@ def _serve_round(
         while arrival.count < expected and time.monotonic() < deadline:
             time.sleep(0.1)
             arrival = fakes.arrival()
-        span = arrival.last_at - arrival.first_at
+        span = arrival.last_at - started_wall
     finally:
         stack.stop()
     result = {
