@@ -3,10 +3,11 @@
 8. ``chinwag worker --processes 1`` against ``--processes 2`` on SQLite, the fake pinned to core 0
    and the workers free to use every core: notifications per second, and the cores the worker
    processes kept busy (their CPU seconds over the wall-clock time of the fan-out).
-9. Under ``chinwag serve`` (its web process and one worker process per core, the workers at
-   ``--worker-nice``): the send p50 to a 2,000-device group while the fan-outs of the sends
-   before it still run, against the send p50 to a 1-member group on the idle system. Run with
-   the default niceness and with ``--worker-nice 0``, side by side.
+9. Under ``chinwag serve`` (its web process and one worker process per core): the send p50 to a
+   2,000-device group while the fan-outs of the sends before it still run, against the send p50
+   to a 1-member group on the idle system. Run as shipped (workers at nice 10, write
+   transactions of 200 rows) and as before (``--worker-nice 0``, ``CHINWAG_WORKER_BATCH=1000``),
+   side by side.
 10. Growth: one worker process; the send p50 to a 100,000-device group against a 1-device one,
     the worker's peak RSS, and the time to the last device against 100,000 ÷ the rate the same
     worker reached on a 10,000-device group.
@@ -39,6 +40,7 @@ from bench.support import (
     wait_for_http,
 )
 from chinwag.store.database import Database
+from chinwag.supervisor import SERVE_WORKER_BATCH, SERVE_WORKER_NICENESS
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class CoresPlan:
     serve_idle_sends: int  # sends to the 1-member group, idle system
     serve_busy_sends: int  # sends to the big group, one every serve_spacing seconds
     serve_spacing: float
-    serve_nice_zero: bool  # also run serve with --worker-nice 0, for comparison
+    serve_before: bool  # also run serve as before (--worker-nice 0, 1,000-row batches)
     growth_small: int  # the group whose rate sets the expectation (the issue's 10,000)
     growth_large: int  # the issue's 100,000
     growth_repeats: int
@@ -62,7 +64,7 @@ FULL = CoresPlan(
     serve_idle_sends=40,
     serve_busy_sends=40,
     serve_spacing=0.25,
-    serve_nice_zero=True,
+    serve_before=True,
     growth_small=10_000,
     growth_large=100_000,
     growth_repeats=2,
@@ -74,7 +76,7 @@ QUICK = CoresPlan(
     serve_idle_sends=5,
     serve_busy_sends=5,
     serve_spacing=0.1,
-    serve_nice_zero=False,
+    serve_before=False,
     growth_small=100,
     growth_large=1000,
     growth_repeats=1,
@@ -181,7 +183,12 @@ class ServeStack:
     """``chinwag serve`` as a user runs it (SQLite in a directory of its own)."""
 
     def __init__(
-        self, workdir: Path, provider_env: dict[str, str], *, worker_nice: int | None = None
+        self,
+        workdir: Path,
+        provider_env: dict[str, str],
+        *,
+        worker_nice: int | None = None,
+        **extra_env: str,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -194,6 +201,7 @@ class ServeStack:
             CHINWAG_SWEEP_INTERVAL="1",
             CHINWAG_RATE_SENDS_PER_MINUTE=str(10**9),
             **provider_env,
+            **extra_env,
         )
         argv = python_argv("-m", "chinwag", "serve")
         if worker_nice is not None:
@@ -237,9 +245,9 @@ class ServeStack:
 
 
 def _serve_round(
-    fakes: FakeApnsProcess, workdir: Path, plan: CoresPlan, worker_nice: int | None
+    fakes: FakeApnsProcess, workdir: Path, plan: CoresPlan, label: str, **options: Any
 ) -> dict[str, Any]:
-    stack = ServeStack(workdir, fakes.env(), worker_nice=worker_nice)
+    stack = ServeStack(workdir, fakes.env(), **options)
     try:
         workers = stack.worker_count()
         one, big = stack.group(1), stack.group(plan.serve_size)
@@ -270,7 +278,9 @@ def _serve_round(
     finally:
         stack.stop()
     result = {
-        "worker_nice": 10 if worker_nice is None else worker_nice,
+        "label": label,
+        "worker_nice": options.get("worker_nice", SERVE_WORKER_NICENESS),
+        "worker_batch": int(options.get("CHINWAG_WORKER_BATCH", SERVE_WORKER_BATCH)),
         "worker_processes": workers,
         "idle_one_p50": statistics.median(idle),
         "idle_one_p99": percentile(idle, 0.99),
@@ -286,7 +296,7 @@ def _serve_round(
     }
     result["ratio"] = result["busy_big_p50"] / result["idle_one_p50"]
     say(
-        f"serve, workers at nice {result['worker_nice']}: send p50 to {plan.serve_size:,} during "
+        f"serve {label}: send p50 to {plan.serve_size:,} during "
         f"fan-outs {result['busy_big_p50'] * 1000:.1f} ms vs 1 member idle "
         f"{result['idle_one_p50'] * 1000:.1f} ms = {result['ratio']:.2f}x; "
         f"{arrival.count:,}/{expected:,} notified at {result['fanout_rate']:.0f}/s"
@@ -300,9 +310,18 @@ def run_serve(fakes: FakeApnsProcess, workdir: Path, plan: CoresPlan) -> dict[st
         f"measurement 9: chinwag serve, sends to {plan.serve_size:,} devices every "
         f"{plan.serve_spacing:g} s while the earlier fan-outs run"
     )
-    rounds = [_serve_round(fakes, workdir / "serve-default", plan, None)]
-    if plan.serve_nice_zero:
-        rounds.append(_serve_round(fakes, workdir / "serve-nice0", plan, 0))
+    rounds = [_serve_round(fakes, workdir / "serve-default", plan, "as shipped")]
+    if plan.serve_before:
+        rounds.append(
+            _serve_round(
+                fakes,
+                workdir / "serve-before",
+                plan,
+                "as before (nice 0, 1,000-row batches)",
+                worker_nice=0,
+                CHINWAG_WORKER_BATCH="1000",
+            )
+        )
     return {"rounds": rounds, "all_arrived": all(r["all_arrived"] for r in rounds)}
 
 

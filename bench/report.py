@@ -114,7 +114,7 @@ def plot_cores(results: dict[str, Any]) -> Path:
     rounds = cores["serve"]["rounds"]
     labels, values = ["1 member, idle"], [rounds[0]["idle_one_p50"] * 1000]
     for row in rounds:
-        labels.append(f"{row['size']:,}, fan-outs running\n(workers nice {row['worker_nice']})")
+        labels.append(f"{row['size']:,}, fan-outs running\n({row['label']})")
         values.append(row["busy_big_p50"] * 1000)
     bars = axes[1].bar(labels, values, color=["tab:gray", "tab:blue", "tab:orange"][: len(values)])
     axes[1].bar_label(bars, fmt="%.1f")
@@ -176,16 +176,18 @@ def cores_section(results: dict[str, Any]) -> list[str]:
         "`chinwag serve` as shipped (one `chinwag live` web process and one worker process per",
         "core, SQLite). The 1-member group's sends come first, on an idle system, one every",
         "50 ms; then sends to the big group go out on a fixed schedule, each while the",
-        "fan-outs of the ones before it still run. The second row, if any, is the same with",
-        "`--worker-nice 0` (workers at the web process's priority), in the same run.",
+        "fan-outs of the ones before it still run. *As shipped*: workers at nice 10, write",
+        "transactions of 200 rows; *as before*: the same `chinwag serve` with `--worker-nice 0`",
+        "and `CHINWAG_WORKER_BATCH=1000` (serve's behaviour before issue 15), in the same run.",
         "",
-        "| workers | nice | 1 member, idle: p50 / p99 (ms) | big group during fan-outs: "
-        "p50 / p99 (ms) | ratio of p50s | sends | notified | fan-out rate (/s) |",
-        "|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| serve | workers | nice | batch | 1 member, idle: p50 / p99 (ms) | big group during "
+        "fan-outs: p50 / p99 (ms) | ratio of p50s | sends | notified | fan-out rate (/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in cores["serve"]["rounds"]:
         lines.append(
-            f"| {row['worker_processes']} | {row['worker_nice']} | "
+            f"| {row['label']} | {row['worker_processes']} | {row['worker_nice']} | "
+            f"{row['worker_batch']} | "
             f"{_ms(row['idle_one_p50'])} / {_ms(row['idle_one_p99'])} | "
             f"{_ms(row['busy_big_p50'])} / {_ms(row['busy_big_p99'])} | {row['ratio']:.2f}x | "
             f"{row['sends']} to {row['size']:,} devices, one every {row['spacing_s']:g} s | "

@@ -90,7 +90,8 @@ def issue15_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"3. under `chinwag serve`, send p50 to {serve['size']:,} devices during fan-outs "
             "<= 1.25x a 1-member group's",
             f"{serve['busy_big_p50'] * 1000:.1f} ms vs {serve['idle_one_p50'] * 1000:.1f} ms = "
-            f"{serve['ratio']:.2f}x (workers at nice {serve['worker_nice']})",
+            f"{serve['ratio']:.2f}x (workers at nice {serve['worker_nice']}, "
+            f"{serve['worker_batch']}-row batches)",
             serve["ratio"],
             serve["ratio"] <= 1.25 and serve["all_arrived"],
         )

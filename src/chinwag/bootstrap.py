@@ -91,6 +91,9 @@ def worker_options(settings: Settings) -> WorkerOptions:
         sweep_interval=settings.sweep_interval_seconds,
         email_digest_seconds=settings.email_digest_seconds,
         device_stale_days=settings.device_stale_days,
+        claim_batch=settings.worker_batch,
+        expand_batch=settings.worker_batch,
+        flush_size=max(1, settings.worker_batch // 2),
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,
             base_seconds=settings.retry_base_seconds,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from chinwag import __version__
 from chinwag.config import SETTING, ConfigError, Settings
 from chinwag.supervisor import (
+    SERVE_WORKER_BATCH,
     SERVE_WORKER_NICENESS,
     stop_with_supervisor,
     supervise,
@@ -277,7 +278,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from chinwag.bootstrap import open_database
 
     open_database(settings, migrate=True).dispose()
-    env = {**os.environ, "CHINWAG_HOST": settings.host, "CHINWAG_PORT": str(settings.port)}
+    env = {
+        "CHINWAG_WORKER_BATCH": str(SERVE_WORKER_BATCH),
+        **os.environ,
+        "CHINWAG_HOST": settings.host,
+        "CHINWAG_PORT": str(settings.port),
+    }
     count = worker_processes(args.processes or settings.worker_processes)
     # The web child is the ASGI app: the API and the live gateway on the one port.
     commands = {

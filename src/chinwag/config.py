@@ -272,7 +272,16 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics_port",
         shown="off",
     ),
-    # 0: one per core the process may run on (chinwag.cli.worker_processes).
+    # Each of a worker's write transactions (claim, expansion, outcomes) holds SQLite's one write
+    # lock while it runs; a send waits for it. `chinwag serve` bounds them to 200 rows.
+    Setting(
+        "CHINWAG_WORKER_BATCH",
+        "int",
+        1000,
+        "rows a worker claims, expands or records per write transaction",
+        "worker_batch",
+    ),
+    # 0: one per core the process may run on (chinwag.supervisor.worker_processes).
     Setting(
         "CHINWAG_WORKER_PROCESSES",
         "int",
@@ -375,6 +384,7 @@ class Settings:
     rate_signup_per_address_per_hour: int = default("CHINWAG_RATE_SIGNUP_PER_ADDRESS_PER_HOUR")
     metrics_port: int = default("CHINWAG_METRICS_PORT")
     worker_processes: int = default("CHINWAG_WORKER_PROCESSES")
+    worker_batch: int = default("CHINWAG_WORKER_BATCH")
     trusted_proxies: tuple[str, ...] = default("CHINWAG_TRUSTED_PROXIES")
     max_devices_per_user: int = default("CHINWAG_MAX_DEVICES_PER_USER")
     verify_email_devices: bool = default("CHINWAG_VERIFY_EMAIL_DEVICES")

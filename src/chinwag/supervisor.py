@@ -27,6 +27,9 @@ ORPHAN_GRACE_SECONDS = 30.0
 # `chinwag serve` runs its workers this much nicer than the web process (nice(1) units): under
 # contention Linux then gives the web process about nine tenths of a core a worker wants.
 SERVE_WORKER_NICENESS = 10
+# ... and bounds their write transactions to this many rows (CHINWAG_WORKER_BATCH, unless set):
+# on SQLite a send waits for the worker's transaction under way, so it should be short.
+SERVE_WORKER_BATCH = 200
 
 
 def worker_processes(requested: int) -> int:
