@@ -4,8 +4,9 @@ The web app runs in this process (no server: each request is one WSGI call) on a
 and, when reachable, a PostgreSQL schema. A SQLAlchemy event listener counts, for one
 ``POST /v1/chats/{id}/messages`` after a few warm-up sends, the statements executed, the
 transactions begun and committed, and the connections checked out of the pool. Round trips to
-the server (PostgreSQL) = statements + BEGINs + COMMITs; on SQLite the same calls go through the
-library in-process. The doorbell's enqueue (Huey, its own connection) is counted apart.
+the server (PostgreSQL) = statements + BEGINs + COMMITs (a statement on an AUTOCOMMIT connection
+has neither); on SQLite the same calls go through the library in-process. The doorbell's
+enqueue (Huey, its own connection) is counted apart.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Counting:
         self.statements: list[str] = []
         self.counts: Counter[str] = Counter()
         event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "begin", self._count("begin"))
+        event.listen(engine, "begin", self._begin)
         event.listen(engine, "commit", self._count("commit"))
         event.listen(engine, "rollback", self._count("rollback"))
         event.listen(engine.pool, "checkout", self._count("checkout"))
@@ -52,6 +53,11 @@ class Counting:
         if self.active and not statement.lstrip().upper().startswith("BEGIN"):
             self.statements.append(" ".join(statement.split())[:140])
             self.counts["statements"] += 1
+
+    def _begin(self, conn: sa.engine.Connection) -> None:
+        # An AUTOCOMMIT connection "begins" in SQLAlchemy's terms, but sends no BEGIN.
+        if self.active and conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            self.counts["begin"] += 1
 
     def _count(self, name: str) -> Any:
         def counted(*_args: Any) -> None:
