@@ -101,9 +101,15 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
-def build_worker(settings: Settings, db: Database, sender: Dispatcher | None = None) -> Worker:
+def build_worker(
+    settings: Settings,
+    db: Database,
+    sender: Dispatcher | None = None,
+    *,
+    wake_peers: Callable[[], None] | None = None,
+) -> Worker:
     if sender is None:
         from chinwag.push.registry import Senders
 
         sender = Senders.from_settings(with_vapid_key(settings, db).push)
-    return Worker(db, sender, worker_options(settings))
+    return Worker(db, sender, worker_options(settings), wake_peers=wake_peers)

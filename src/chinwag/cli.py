@@ -234,7 +234,9 @@ def _run_worker(settings: Settings, metrics_port: int) -> int:
     senders = Senders.from_settings(settings.push)
     configured = senders.configured()
     log.info("providers configured: %s", configured or "none (deliveries will wait)")
-    worker = build_worker(settings, db, senders)
+    doorbell = Doorbell(settings.effective_queue_url)
+    # A ring with no message: "there is more to claim", for the other workers.
+    worker = build_worker(settings, db, senders, wake_peers=lambda: doorbell.ring(0))
     if metrics_port:
         # The push counters and histograms live in this process; the web tier cannot see them.
         import prometheus_client
@@ -242,7 +244,7 @@ def _run_worker(settings: Settings, metrics_port: int) -> int:
         prometheus_client.start_http_server(metrics_port, addr=settings.host)
         log.info("worker metrics on http://%s:%d/metrics", settings.host, metrics_port)
     stop_listening = threading.Event()
-    Doorbell(settings.effective_queue_url).listen(worker.wake, stop_listening)
+    doorbell.listen(worker.wake, stop_listening)
 
     def install_signals(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
