@@ -1,4 +1,4 @@
-"""``python -m bench``: every benchmark of issues 5 and 12, side by side, on this machine.
+"""``python -m bench``: every benchmark of issues 5, 12 and 15, side by side, on this machine.
 
 python -m bench           # full: results/results.json, docs/img/*.png, docs/benchmarks.md
 python -m bench --quick   # seconds, small sizes: results/quick.json; fails if any
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, live, throughput, webtier
+from bench import cores, fanout, live, stages, statements, throughput, webtier
 from bench.support import ROOT, FakeApnsProcess, machine, say
 from bench.targets import ratios, targets
 
@@ -33,10 +33,12 @@ FULL = {
     ),
     "throughput_size": 10_000,
     "throughput_repeats": 3,
+    "stages_repeats": 3,  # profiled fan-outs for the CPU by stage (py-spy); 0: not measured
     "web_seconds": 10.0,
     "scaleout_size": 10_000,
     "scaleout_latencies": (0.0, 0.2),
     "scaleout_repeats": 3,
+    "cores": cores.FULL,
     "live": live.FULL,
 }
 QUICK = {
@@ -45,10 +47,12 @@ QUICK = {
     ),
     "throughput_size": 100,
     "throughput_repeats": 1,
+    "stages_repeats": 0,
     "web_seconds": 1.0,
     "scaleout_size": 100,
     "scaleout_latencies": (0.0,),
     "scaleout_repeats": 1,
+    "cores": cores.QUICK,
     "live": live.QUICK,
 }
 
@@ -89,7 +93,18 @@ def main() -> int:
             tp = throughput.run(fakes, workdir, plan["throughput_size"], plan["throughput_repeats"])
             results["rss"] = tp.pop("rss")
             results["throughput"] = tp
+            if plan["stages_repeats"]:
+                results["stages"] = stages.summary(
+                    stages.measure(
+                        fakes,
+                        workdir / "stages",
+                        ROOT / "src",
+                        plan["throughput_size"],
+                        plan["stages_repeats"],
+                    )
+                )
             results["web"] = webtier.run_web(fakes, workdir, plan["web_seconds"])
+            results["statements"] = statements.run()
             results["scaleout"] = webtier.run_scaleout(
                 fakes,
                 workdir,
@@ -97,6 +112,7 @@ def main() -> int:
                 plan["scaleout_latencies"],
                 plan["scaleout_repeats"],
             )
+            results["cores"] = cores.run(fakes, workdir, plan["cores"])
         finally:
             fakes.stop()
         # Last: it needs no fake, and 10,000 connections are the heaviest load on the machine.
@@ -127,8 +143,10 @@ def main() -> int:
 
 def all_arrived(results: dict[str, Any]) -> bool:
     rows = [*results["fanout"], *results["scaleout"]]
+    measured = results["cores"]
     return (
         all(row.get("all_arrived", True) for row in rows)
+        and all(bool(measured[part]["all_arrived"]) for part in ("processes", "serve", "growth"))
         and bool(results["throughput"]["all_arrived"])
         and bool(results["live"]["all_arrived"])
     )

@@ -87,13 +87,160 @@ def plot_throughput(results: dict[str, Any]) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4.2))
     bars = axis.bar(names, values, color=["tab:blue", "tab:cyan", "tab:gray"])
     axis.bar_label(bars, fmt="%.0f")
-    axis.axhline(3000, color="tab:red", linestyle="--", label="target 3,000/s")
+    axis.axhline(6000, color="tab:red", linestyle="--", label="target 6,000/s (issue 15)")
     axis.set(
         ylabel="notifications per second, one core",
         title=f"{tp['size']:,} notifications, 0 ms provider latency (median of {tp['repeats']})",
     )
     axis.legend()
     return _save(figure, "throughput.png")
+
+
+def plot_cores(results: dict[str, Any]) -> Path:
+    """Measurements 8 to 10 side by side: processes, sends during fan-outs, growth."""
+    cores = results["cores"]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    rows = cores["processes"]["rows"]
+    bars = axes[0].bar(
+        [f"--processes {row['processes']}" for row in rows],
+        [row["per_second"] for row in rows],
+        color=["tab:blue", "tab:cyan"],
+    )
+    axes[0].bar_label(bars, fmt="%.0f")
+    axes[0].set(
+        ylabel="notifications per second",
+        title=f"8. chinwag worker, {rows[0]['size']:,} devices, SQLite",
+    )
+    rounds = cores["serve"]["rounds"]
+    labels, values = ["1 member, idle"], [rounds[0]["idle_one_p50"] * 1000]
+    for row in rounds:
+        labels.append(f"{row['size']:,}, fan-outs running\n({row['label']})")
+        values.append(row["busy_big_p50"] * 1000)
+    bars = axes[1].bar(labels, values, color=["tab:gray", "tab:blue", "tab:orange"][: len(values)])
+    axes[1].bar_label(bars, fmt="%.1f")
+    axes[1].axhline(values[0] * 1.25, color="tab:red", linestyle="--", label="1.25x idle")
+    axes[1].set(ylabel="send p50 (ms)", title="9. sends under chinwag serve")
+    axes[1].legend()
+    growth = cores["growth"]
+    sizes = [growth["small"], growth["large"]]
+    lasts = [growth["small_last_p50"], growth["large_last_p50"]]
+    axes[2].plot(sizes, lasts, "o-", label="measured")
+    axes[2].plot(
+        sizes,
+        [growth["small_last_p50"], growth["large_expected"]],
+        "--",
+        color="tab:gray",
+        label=f"linear at the {growth['small']:,}-device rate",
+    )
+    axes[2].set(
+        xscale="log",
+        yscale="log",
+        xlabel="devices in the group",
+        ylabel="send to last device, p50 (s)",
+        title="10. growth, one worker process",
+    )
+    axes[2].grid(True, which="both", alpha=0.3)
+    axes[2].legend()
+    return _save(figure, "cores.png")
+
+
+def cores_section(results: dict[str, Any]) -> list[str]:
+    cores = results["cores"]
+    png = plot_cores(results)
+    processes = cores["processes"]
+    lines = [
+        "## 8. Every core: `chinwag worker --processes N`",
+        "",
+        f"![cores]({png.relative_to(DOCS)})",
+        "",
+        "SQLite, `chinwag web` and the APNs fake pinned to core 0, the worker processes free to",
+        f"run on any of the {processes['nproc']} cores; 0 ms provider latency, median of "
+        f"{len(processes['rows'][0]['runs'])} fan-outs after one unmeasured one. *Cores busy* =",
+        "the CPU seconds of the worker processes over the fan-out's wall-clock time.",
+        "",
+        "| worker processes | devices | notifications/s | cores busy | runs (notifications/s) |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for row in processes["rows"]:
+        runs = ", ".join(f"{run['per_second']:.0f}" for run in row["runs"])
+        lines.append(
+            f"| {row['processes']} | {row['size']:,} | {row['per_second']:.0f} | "
+            f"{row['cores_busy']:.2f} | {runs} |"
+        )
+    lines += [
+        "",
+        f"Two processes ÷ one: {processes['two_vs_one']:.2f}x.",
+        "",
+        "## 9. Sends during fan-outs, under `chinwag serve`",
+        "",
+        "`chinwag serve` as shipped (one `chinwag live` web process and one worker process per",
+        "core, SQLite). The 1-member group's sends come first, on an idle system, one every",
+        "50 ms; then sends to the big group go out on a fixed schedule, each while the",
+        "fan-outs of the ones before it still run. *As shipped*: workers at nice 10, write",
+        "transactions of 200 rows; *as before*: the same `chinwag serve` with `--worker-nice 0`",
+        "and `CHINWAG_WORKER_BATCH=1000` (serve's behaviour before issue 15), in the same run.",
+        "",
+        "| serve | workers | nice | batch | 1 member, idle: p50 / p99 (ms) | big group during "
+        "fan-outs: p50 / p99 (ms) | ratio of p50s | sends | notified | fan-out rate (/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for row in cores["serve"]["rounds"]:
+        lines.append(
+            f"| {row['label']} | {row['worker_processes']} | {row['worker_nice']} | "
+            f"{row['worker_batch']} | "
+            f"{_ms(row['idle_one_p50'])} / {_ms(row['idle_one_p99'])} | "
+            f"{_ms(row['busy_big_p50'])} / {_ms(row['busy_big_p99'])} | {row['ratio']:.2f}x | "
+            f"{row['sends']} to {row['size']:,} devices, one every {row['spacing_s']:g} s | "
+            f"{row['notified']:,} / {row['expected']:,} | {row['fanout_rate']:.0f} |"
+        )
+    growth = cores["growth"]
+    lines += [
+        "",
+        f"## 10. Growth: a {growth['large']:,}-device group",
+        "",
+        "SQLite, `chinwag web` and one `chinwag worker` process, 0 ms provider latency; each",
+        "send's fan-out finishes before the next.",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| send p50, 1-device group (10 sends) | {_ms(growth['one_send_p50'])} ms |",
+        f"| send p50, {growth['large']:,}-device group | {_ms(growth['large_send_p50'])} ms |",
+        f"| last device, {growth['small']:,} devices (p50) | {growth['small_last_p50']:.2f} s "
+        f"({growth['small_rate']:.0f}/s) |",
+        f"| last device, {growth['large']:,} devices (p50) | {growth['large_last_p50']:.2f} s |",
+        f"| expected at the {growth['small']:,}-device rate | {growth['large_expected']:.2f} s |",
+        f"| measured ÷ expected | {growth['last_ratio']:.2f}x |",
+        f"| worker peak RSS (VmHWM) | {growth['peak_rss_mb']:.1f} MiB |",
+    ]
+    return lines
+
+
+def _stages_lines(results: dict[str, Any]) -> list[str]:
+    """The worker's CPU per notification by stage (bench.stages), if measured."""
+    if "stages" not in results:
+        return []
+    found = results["stages"]
+    lines = [
+        "### The worker's CPU per notification, by stage",
+        "",
+        f"`bench.stages` in the same run: {len(found['runs'])} more fan-outs of "
+        f"{results['throughput']['size']:,} devices by a worker on core 1, its threads' CPU time",
+        "read from /proc: the event loop's is *send* (the sender, HTTP/2, HPACK, TLS, asyncio);",
+        "the database thread's is split by py-spy's samples of it (claim, expand, record, other).",
+        "",
+        "| stage | µs of CPU per notification |",
+        "|---|---:|",
+    ]
+    for stage, micros in found["us_by_stage"].items():
+        lines.append(f"| {stage} | {micros:.0f} |")
+    lines += [
+        f"| **all (median run)** | **{found['cpu_us_per_notification']:.0f}** |",
+        "",
+        f"At {found['cpu_us_per_notification']:.0f} µs a notification, one core does at most "
+        f"{1e6 / found['cpu_us_per_notification']:,.0f} a second.",
+        "",
+    ]
+    return lines
 
 
 def _save(figure: Any, name: str) -> Path:
@@ -162,7 +309,7 @@ def write_report(results: dict[str, Any]) -> Path:
         "machine's numbers:",
         "",
         "```sh",
-        "make bench            # = .venv/bin/python -m bench   (about 13 minutes)",
+        "make bench            # = .venv/bin/python -m bench   (about 20 minutes)",
         "make bench-quick      # = .venv/bin/python -m bench --quick   (CI: checks delivery only)",
         "```",
         "",
@@ -185,8 +332,9 @@ def write_report(results: dict[str, Any]) -> Path:
         "  does) runs in a process of its own pinned to core 0; provider latency is its injected",
         "  delay per request. Group members have one APNs device each.",
         "- chinwag runs as users run it: `chinwag migrate`, `chinwag web` (waitress) and one",
-        "  `chinwag worker` process, SQLite (WAL) and the SQLite doorbell queue, default settings",
-        "  (`CHINWAG_MAX_IN_FLIGHT=2000`).",
+        "  `chinwag worker` process (`CHINWAG_WORKER_PROCESSES=1`; measurements 8 and 9 run",
+        "  `--processes 2` and `chinwag serve`), SQLite (WAL) and the SQLite doorbell queue,",
+        "  default settings otherwise (`CHINWAG_MAX_IN_FLIGHT=2000`).",
         "- Baselines in `bench/baselines/`: (1) `sync_bottle` pushes to each device one after",
         "  another before answering; (2) `mp_bottle` answers, then a `multiprocessing.Process`",
         "  started per request runs the same loop; both are Bottle on waitress, SQLite, HTTP/2",
@@ -261,6 +409,7 @@ def write_report(results: dict[str, Any]) -> Path:
         f"chinwag worker ÷ aioapns: {r['worker_vs_aioapns']:.2f}x · chinwag sender ÷ aioapns: "
         f"{r['sender_vs_aioapns']:.2f}x",
         "",
+        *_stages_lines(results),
         "## 4. Worker peak RSS",
         "",
         f"Peak resident memory (the kernel's VmHWM) of the worker process after {tp['repeats']}",
@@ -293,6 +442,22 @@ def write_report(results: dict[str, Any]) -> Path:
             f"{send['per_second']:.0f} | {latency} | {health['per_second']:.0f} | "
             f"{row['ratio']:.2f} | {send['non_2xx']} |"
         )
+    if "statements" in results:
+        lines += [
+            "",
+            "What one send costs the database (`python -m bench.statements`: the web app in",
+            "process, a SQLAlchemy event listener counting one `POST` after warm-up sends; round",
+            "trips = statements + BEGINs + COMMITs; the doorbell's enqueue is apart):",
+            "",
+            "| database | statements | transactions | round trips | pool checkouts "
+            "| doorbell rings |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["statements"]:
+            lines.append(
+                f"| {row['database']} | {row['statements']} | {row['transactions']} | "
+                f"{row['round_trips']} | {row['checkouts']} | {row['doorbell_rings']} |"
+            )
     lines += ["", "## 6. Scale-out: one and two worker processes on PostgreSQL + Redis", ""]
     scale = [row for row in results["scaleout"] if "skipped" not in row]
     if scale:
@@ -317,6 +482,8 @@ def write_report(results: dict[str, Any]) -> Path:
         ]
     else:
         lines.append("Skipped: PostgreSQL or Redis was not reachable.")
+    if "cores" in results:
+        lines += ["", *cores_section(results)]
     if "live" in results:
         lines += ["", *live_section(results["live"])]
     for notes in (PROFILE_NOTES, PROFILE_NOTES.with_name("profile-raw.md")):

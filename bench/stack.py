@@ -22,7 +22,12 @@ from bench.support import (
 from chinwag.store.database import Database
 
 # The engine's own timers, shortened only where a benchmark would otherwise wait on them idle.
-ENGINE_ENV = {"CHINWAG_SWEEP_INTERVAL": "1", "CHINWAG_LOG_LEVEL": "INFO"}
+# One process per `chinwag worker` unless a benchmark asks for more (start_worker(processes=)).
+ENGINE_ENV = {
+    "CHINWAG_SWEEP_INTERVAL": "1",
+    "CHINWAG_LOG_LEVEL": "INFO",
+    "CHINWAG_WORKER_PROCESSES": "1",
+}
 
 
 class ChinwagStack:
@@ -86,12 +91,16 @@ class ChinwagStack:
         token = self.client.post("/v1/tokens", json={"username": username, "password": password})
         return str(token.json()["token"])
 
-    def start_worker(self, *, core: int | None = None) -> Child:
+    def start_worker(self, *, core: int | None = None, processes: int = 1) -> Child:
+        """``chinwag worker --processes N``; returns once every process has started."""
         log = self.workdir / f"worker-{len(self.workers)}.log"
-        worker = Child(python_argv("-m", "chinwag", "worker"), self.env, log, core=core)
+        argv = python_argv("-m", "chinwag", "worker")
+        if processes != 1:  # one is ENGINE_ENV's default (and all an older tree knows)
+            argv += ["--processes", str(processes)]
+        worker = Child(argv, self.env, log, core=core)
         self.workers.append(worker)
         deadline = time.monotonic() + 30
-        while "started" not in worker.output().lower():
+        while worker.output().lower().count("started") < processes:
             if worker.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start:\n{worker.output()[-3000:]}")
             time.sleep(0.05)

@@ -15,6 +15,7 @@ from tests.support.network import free_port
 from tests.support.processes import ChinwagProcess, wait_until
 
 from chinwag.fakes.suite import RunningFakes
+from chinwag.supervisor import SERVE_WORKER_NICENESS
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,11 @@ def _worker_pids(pid: int) -> list[int]:
         if b"worker" in argv:
             workers.append(child)
     return workers
+
+
+def _niceness(pid: int) -> int:
+    """The process's nice value (field 19 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _bodies(fakes: RunningFakes) -> list[str]:
@@ -120,14 +126,21 @@ def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
         send_and_wait("first")
         assert _bodies(fakes) == ["alice: first"]
 
-        # The worker dies as if the machine's OOM killer took it: serve starts a new one.
-        (worker,) = _worker_pids(serve.pid)
+        # One worker process per core, each nicer than the web process by SERVE_WORKER_NICENESS.
+        started = _worker_pids(serve.pid)
+        assert len(started) == len(os.sched_getaffinity(0)), started
+        (web,) = set(_children(serve.pid)) - set(started)
+        assert {_niceness(p) - _niceness(web) for p in started} == {SERVE_WORKER_NICENESS}
+
+        # A worker dies as if the machine's OOM killer took it: serve starts a new one.
+        worker = started[0]
         os.kill(worker, signal.SIGKILL)
-        wait_until(
-            lambda: [p for p in _worker_pids(serve.pid) if p != worker] != [],
-            30,
-            "the supervisor to restart the worker",
-        )
+
+        def replaced() -> bool:
+            now = _worker_pids(serve.pid)  # one snapshot: the killed one may still be exiting
+            return len(now) == len(started) and worker not in now
+
+        wait_until(replaced, 30, "the supervisor to restart the worker")
         send_and_wait("second")
         assert _bodies(fakes) == ["alice: first", "alice: second"]
 

@@ -91,6 +91,9 @@ def worker_options(settings: Settings) -> WorkerOptions:
         sweep_interval=settings.sweep_interval_seconds,
         email_digest_seconds=settings.email_digest_seconds,
         device_stale_days=settings.device_stale_days,
+        claim_batch=settings.worker_batch,
+        expand_batch=settings.worker_batch,
+        flush_size=max(1, settings.worker_batch // 2),
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,
             base_seconds=settings.retry_base_seconds,
@@ -98,9 +101,15 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
-def build_worker(settings: Settings, db: Database, sender: Dispatcher | None = None) -> Worker:
+def build_worker(
+    settings: Settings,
+    db: Database,
+    sender: Dispatcher | None = None,
+    *,
+    wake_peers: Callable[[], None] | None = None,
+) -> Worker:
     if sender is None:
         from chinwag.push.registry import Senders
 
         sender = Senders.from_settings(with_vapid_key(settings, db).push)
-    return Worker(db, sender, worker_options(settings))
+    return Worker(db, sender, worker_options(settings), wake_peers=wake_peers)

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 
 from chinwag import __version__
 from chinwag.config import SETTING, ConfigError, Settings
-from chinwag.supervisor import Supervisor, stop_with_supervisor
+from chinwag.supervisor import (
+    SERVE_WORKER_BATCH,
+    SERVE_WORKER_NICENESS,
+    stop_with_supervisor,
+    supervise,
+    worker_commands,
+    worker_processes,
+)
 
 log = logging.getLogger("chinwag")
 
@@ -63,14 +70,50 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chinwag {__version__}")
     parser.add_argument("--log-level", default=SETTING["CHINWAG_LOG_LEVEL"].read(os.environ))
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="web + worker + SQLite in this directory, one command")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve = sub.add_parser("serve", help="web + workers + SQLite in this directory, one command")
+    serve.add_argument(
+        "--workers",
+        "--worker-processes",
+        dest="processes",
+        type=int,
+        default=None,
+        help="worker processes (CHINWAG_WORKER_PROCESSES; default: one per core)",
+    )
+    serve.add_argument(
+        "--worker-nice",
+        type=int,
+        default=SERVE_WORKER_NICENESS,
+        help="niceness added to the worker processes, so the web process keeps the CPU "
+        f"during fan-outs (default {SERVE_WORKER_NICENESS}; 0: same priority)",
+    )
     web = sub.add_parser("web", help="the HTTP tier (waitress); use gunicorn for many processes")
     web.add_argument("--threads", type=int, default=16)
     live = sub.add_parser(
         "live", help="the live gateway (/v1/events, /v1/ws) and the API on one port (asyncio)"
     )
-    sub.add_parser("worker", help="the fan-out worker")
+    worker = sub.add_parser(
+        "worker", help="the fan-out worker: N processes sharing the work through the database"
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="worker processes, supervised by this one (CHINWAG_WORKER_PROCESSES; "
+        "default: one per core)",
+    )
+    worker.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="add this to each worker process's niceness (lower scheduling priority), as nice(1)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this process's /metrics here (CHINWAG_METRICS_PORT; with N processes, "
+        "the n-th uses that port + n)",
+    )
     sub.add_parser("migrate", help="create or upgrade the database schema")
     backup = sub.add_parser(
         "backup", help="a consistent copy of the SQLite database, while serving"
@@ -158,7 +201,20 @@ def _live(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(settings: Settings, _args: argparse.Namespace) -> int:
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    count = worker_processes(args.processes or settings.worker_processes)
+    metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    if count > 1:
+        log.info("starting %d worker processes", count)
+        commands = worker_commands(count, nice=args.nice, metrics_port=metrics_port)
+        return supervise(commands, dict(os.environ), args.log_level)
+    if args.nice:
+        # Before any thread starts: the database thread and the doorbell listener inherit it.
+        os.nice(args.nice)
+    return _run_worker(settings, metrics_port)
+
+
+def _run_worker(settings: Settings, metrics_port: int) -> int:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from chinwag.bootstrap import build_worker, open_database, with_vapid_key
@@ -178,15 +234,17 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     senders = Senders.from_settings(settings.push)
     configured = senders.configured()
     log.info("providers configured: %s", configured or "none (deliveries will wait)")
-    worker = build_worker(settings, db, senders)
-    if settings.metrics_port:
+    doorbell = Doorbell(settings.effective_queue_url)
+    # A ring with no message: "there is more to claim", for the other workers.
+    worker = build_worker(settings, db, senders, wake_peers=lambda: doorbell.ring(0))
+    if metrics_port:
         # The push counters and histograms live in this process; the web tier cannot see them.
         import prometheus_client
 
-        prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
-        log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        prometheus_client.start_http_server(metrics_port, addr=settings.host)
+        log.info("worker metrics on http://%s:%d/metrics", settings.host, metrics_port)
     stop_listening = threading.Event()
-    Doorbell(settings.effective_queue_url).listen(worker.wake, stop_listening)
+    doorbell.listen(worker.wake, stop_listening)
 
     def install_signals(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -215,22 +273,31 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Migrate, then run and supervise one web process and N workers until told to stop."""
+    """Migrate, then run and supervise one web process and N workers until told to stop. The
+    workers are the processes of `chinwag worker --processes N`, at a lower scheduling priority:
+    a fan-out then takes the CPU the web process leaves, and a send is answered as fast during
+    one as without."""
     from chinwag.bootstrap import open_database
 
     open_database(settings, migrate=True).dispose()
-    env = {**os.environ, "CHINWAG_HOST": settings.host, "CHINWAG_PORT": str(settings.port)}
+    env = {
+        "CHINWAG_WORKER_BATCH": str(SERVE_WORKER_BATCH),
+        **os.environ,
+        "CHINWAG_HOST": settings.host,
+        "CHINWAG_PORT": str(settings.port),
+    }
+    count = worker_processes(args.processes or settings.worker_processes)
     # The web child is the ASGI app: the API and the live gateway on the one port.
-    commands = {"web": ["live"], **{f"worker-{i}": ["worker"] for i in range(args.workers)}}
-    supervisor = Supervisor(commands, env, log_level=args.log_level)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: supervisor.request_stop())
+    commands = {
+        "web": ["live"],
+        **worker_commands(count, nice=args.worker_nice, metrics_port=settings.metrics_port),
+    }
     print(
         f"chinwag {__version__} serving http://{settings.host}:{settings.port} "
-        f"(database {settings.database_url}); Ctrl-C stops",
+        f"(database {settings.database_url}, {count} worker processes); Ctrl-C stops",
         flush=True,
     )
-    return supervisor.run()
+    return supervise(commands, env, args.log_level)
 
 
 if __name__ == "__main__":

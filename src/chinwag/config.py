@@ -272,6 +272,24 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics_port",
         shown="off",
     ),
+    # Each of a worker's write transactions (claim, expansion, outcomes) holds SQLite's one write
+    # lock while it runs; a send waits for it. `chinwag serve` bounds them to 200 rows.
+    Setting(
+        "CHINWAG_WORKER_BATCH",
+        "int",
+        1000,
+        "rows a worker claims, expands or records per write transaction",
+        "worker_batch",
+    ),
+    # 0: one per core the process may run on (chinwag.supervisor.worker_processes).
+    Setting(
+        "CHINWAG_WORKER_PROCESSES",
+        "int",
+        0,
+        "worker processes of `chinwag worker` and `chinwag serve`",
+        "worker_processes",
+        shown="one per core",
+    ),
     Setting("CHINWAG_LOG_FORMAT", "text", "text", "`json` for one JSON object per log line"),
     Setting("CHINWAG_LOG_LEVEL", "text", "INFO", "log level"),
 )
@@ -365,6 +383,8 @@ class Settings:
     rate_sends_per_user: int = default("CHINWAG_RATE_SENDS_PER_MINUTE")
     rate_signup_per_address_per_hour: int = default("CHINWAG_RATE_SIGNUP_PER_ADDRESS_PER_HOUR")
     metrics_port: int = default("CHINWAG_METRICS_PORT")
+    worker_processes: int = default("CHINWAG_WORKER_PROCESSES")
+    worker_batch: int = default("CHINWAG_WORKER_BATCH")
     trusted_proxies: tuple[str, ...] = default("CHINWAG_TRUSTED_PROXIES")
     max_devices_per_user: int = default("CHINWAG_MAX_DEVICES_PER_USER")
     verify_email_devices: bool = default("CHINWAG_VERIFY_EMAIL_DEVICES")

@@ -156,7 +156,9 @@ def _run_demo_in(args: argparse.Namespace, settings: Settings, directory: Path, 
                 "CHINWAG_PORT": str(port),
             }
         )
-        supervisor = Supervisor({"web": ["web"], "worker": ["worker"]}, env, args.log_level)
+        supervisor = Supervisor(
+            {"web": ["web"], "worker": ["worker", "--processes", "1"]}, env, args.log_level
+        )
         stopping = threading.Event()
 
         def stop(*_: object) -> None:

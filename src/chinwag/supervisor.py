@@ -1,5 +1,6 @@
 """``chinwag serve``'s supervisor: it runs the web and worker processes, restarts a child that
-dies, and its children stop when it dies, however it dies. ``chinwag demo`` uses it too."""
+dies, and its children stop when it dies, however it dies. ``chinwag worker --processes N`` and
+``chinwag demo`` use it too."""
 
 from __future__ import annotations
 
@@ -21,6 +22,47 @@ SUPERVISOR_FD_ENV = "CHINWAG_SUPERVISOR_FD"
 # A child whose supervisor died gets this long to stop gracefully (a worker finishes in-flight
 # sends within its 10 s grace) before it exits regardless.
 ORPHAN_GRACE_SECONDS = 30.0
+
+
+# `chinwag serve` runs its workers this much nicer than the web process (nice(1) units): under
+# contention Linux then gives the web process about nine tenths of a core a worker wants.
+SERVE_WORKER_NICENESS = 10
+# ... and bounds their write transactions to this many rows (CHINWAG_WORKER_BATCH, unless set):
+# on SQLite a send waits for the worker's transaction under way, so it should be short.
+SERVE_WORKER_BATCH = 200
+
+
+def worker_processes(requested: int) -> int:
+    """How many worker processes to run: ``requested`` if positive, else one per core this
+    process may run on (its CPU affinity, which taskset or a container may narrow)."""
+    if requested > 0:
+        return requested
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def worker_commands(count: int, *, nice: int = 0, metrics_port: int = 0) -> dict[str, list[str]]:
+    """The supervisor's commands for ``count`` worker processes: each one a plain single-process
+    ``chinwag worker``, so they share the work through the database as separate workers do."""
+    commands: dict[str, list[str]] = {}
+    for index in range(count):
+        argv = ["worker", "--processes", "1"]
+        if nice:
+            argv += ["--nice", str(nice)]
+        if metrics_port:
+            argv += ["--metrics-port", str(metrics_port + index)]
+        commands[f"worker-{index}"] = argv
+    return commands
+
+
+def supervise(commands: dict[str, list[str]], env: dict[str, str], log_level: str) -> int:
+    """Run the commands under a Supervisor until SIGTERM or SIGINT, which it passes on to each
+    child as SIGTERM (a graceful stop) before it exits."""
+    supervisor = Supervisor(commands, env, log_level=log_level)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: supervisor.request_stop())
+    return supervisor.run()
 
 
 class Supervisor:

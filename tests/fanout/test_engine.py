@@ -172,6 +172,18 @@ def test_large_group_expands_in_batches(api: Api, db: Database) -> None:
     assert worker.stats["expanded"] == 2000
 
 
+def test_each_full_expansion_batch_wakes_the_other_workers(api: Api, db: Database) -> None:
+    """700 devices in batches of 300: the two full batches ring for peers, the last does not."""
+    sender, chat_id, clients = _setup_group(api, members=1, devices_each=0)
+    member_id = clients[0].get("/v1/me").json()["id"]
+    add_devices(db, member_id, "apns", [_hex(20_000 + i) for i in range(700)])
+    sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "big"})
+    rings: list[str] = []
+    options = WorkerOptions(expand_batch=300)
+    _run(Worker(db, RecordingDispatcher(), options, wake_peers=lambda: rings.append("ring")))
+    assert rings == ["ring", "ring"]
+
+
 def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
     api: Api, db: Database
 ) -> None:

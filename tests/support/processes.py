@@ -22,6 +22,9 @@ FAST_ENGINE = {
     "CHINWAG_LOG_LEVEL": "INFO",
     # These tests are about delivery; email verification has its own (tests/web/test_devices.py).
     "CHINWAG_VERIFY_EMAIL_DEVICES": "false",
+    # One process per `chinwag worker`, as the tests that kill or freeze a worker expect; the
+    # multi-process worker has tests of its own (tests/fanout/test_worker_processes.py).
+    "CHINWAG_WORKER_PROCESSES": "1",
 }
 
 
@@ -70,6 +73,24 @@ class ChinwagProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid``, from /proc (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces or parentheses: the state and the parent pid follow
+        # the last ")". A zombie has exited already.
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def wait_until(

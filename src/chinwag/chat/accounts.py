@@ -151,7 +151,7 @@ def authenticate(db: Database, token: str, *, idle_seconds: float = 0.0) -> User
 def authenticate_token(db: Database, token: str, *, idle_seconds: float = 0.0) -> Session:
     """The session of a valid token. A token unused for ``idle_seconds`` (0: never) expires."""
     now = time.time()
-    with db.read() as conn:
+    with db.read_statement() as conn:
         row = (
             conn.execute(
                 sa.select(

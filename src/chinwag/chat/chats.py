@@ -37,13 +37,19 @@ def require_member(conn: Connection, chat_id: int, user_id: int) -> bool:
 
 
 def load_chat(conn: Connection, chat_id: int, user: User, *, with_members: bool = True) -> Chat:
-    muted = require_member(conn, chat_id, user.id)
-    notify = conn.execute(
-        sa.select(memberships.c.notify_level).where(
-            memberships.c.chat_id == chat_id, memberships.c.user_id == user.id
+    # The chat and the user's membership in one statement (a send's answer carries it).
+    row = (
+        conn.execute(
+            sa.select(chats, memberships.c.muted, memberships.c.notify_level)
+            .join(memberships, memberships.c.chat_id == chats.c.id)
+            .where(chats.c.id == chat_id, memberships.c.user_id == user.id)
         )
-    ).scalar_one()
-    row = conn.execute(sa.select(chats).where(chats.c.id == chat_id)).mappings().one()
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"no chat {chat_id}")
+    muted, notify = bool(row["muted"]), row["notify_level"]
     members: tuple[Member, ...] = ()
     if with_members:
         member_rows = conn.execute(

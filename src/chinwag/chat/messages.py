@@ -120,8 +120,17 @@ def _store(
     ).scalar_one()
     request_fanout(conn, message_id, DeliveryKind.ALERT, now)
     record_mentions(conn, message_id, chat_id, body)
-    row = conn.execute(_message_query().where(messages.c.id == message_id)).mappings().one()
-    message = message_from_row(row)
+    # What was just inserted, without reading it back.
+    message = Message(
+        id=message_id,
+        chat_id=chat_id,
+        sender_id=user.id,
+        sender_username=user.username,
+        sender_display_name=user.display_name,
+        body=body,
+        client_id=client_id,
+        created_at=now,
+    )
     events.append(conn, "message", message_event(message), chat_id=chat_id)
     chat = load_chat(conn, chat_id, user, with_members=False)
     return SendResult(message, chat, True)

@@ -126,23 +126,29 @@ def claim_deliveries(
     if chosen is None:
         return []
     lease = {"lease_until": now + lease_seconds, "lease_owner": owner, "updated_at": now}
+    rows: list[sa.Row[tuple[object, ...]]] | None = None
+    batches: dict[int, list[sa.Row[tuple[object, ...]]]] = {}
     with db.write() as conn:
         returned = conn.execute(
             deliveries.update()
             .where(chosen)
             .values(status=Status.SENDING, **lease)
-            .returning(deliveries.c.id, deliveries.c.kind)
+            .returning(deliveries.c.id, deliveries.c.platform, deliveries.c.kind)
         ).all()
         if not returned:
             return []
         ids = [r.id for r in returned if r.kind != DeliveryKind.TEST]
         test_ids = [r.id for r in returned if r.kind == DeliveryKind.TEST]
-        rows = list(conn.execute(_details_query(ids)).all()) if ids else []
-        tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
-        if digest_seconds > 0:
+        if digest_seconds > 0 and any(is_digestible(r.platform, r.kind) for r in returned):
+            # Folding emails into digests writes: it is done under this write lock.
+            rows = list(conn.execute(_details_query(ids)).all()) if ids else []
             rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
-        else:
-            batches = {}
+    # The rows are ours now (leased): what to send them is read after the commit, so that the
+    # write lock (SQLite's one, which a send waits for) is held for the UPDATE alone.
+    with db.read() as conn:
+        if rows is None:
+            rows = list(conn.execute(_details_query(ids)).all()) if ids else []
+        tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
         badges = badge_counts(conn, [r.user_id for r in rows if carries_badge(r.kind)])
     # The rows of one claim are mostly the devices of a few messages: they share one
     # Notification per (message, kind, badge) instead of building one per device.

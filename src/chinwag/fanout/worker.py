@@ -105,8 +105,12 @@ class Worker:
         owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        wake_peers: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
+        # Rings the doorbell (blocking; run off the loop): the other workers, idle until their
+        # next sweep otherwise, wake and claim a share of a large fan-out as it is expanded.
+        self._wake_peers = wake_peers
         # Intervals are timed on a monotonic clock, which counts from an arbitrary point (boot,
         # on Linux): "never done" is None, not 0.0, or a freshly booted machine waits an hour.
         self._clock = clock
@@ -214,6 +218,8 @@ class Worker:
                 self._expanding[index] = advanced
             progressed = True
             self._count("expanded", added)
+            if added >= opts.expand_batch and self._wake_peers is not None:
+                asyncio.get_running_loop().run_in_executor(None, self._wake_peers)
         # A send takes its provider's slot in its first step: let sends started by the last
         # step take theirs, so that this claim is sized by what is really free.
         await asyncio.sleep(0)

@@ -52,6 +52,19 @@ class Database:
             yield conn
 
     @contextmanager
+    def read_statement(self) -> Iterator[Connection]:
+        """A connection for one read statement, outside any transaction: a single statement
+        sees one consistent snapshot anyway, and PostgreSQL then needs one round trip for it
+        instead of three (BEGIN, the statement, COMMIT). Every API request's token check.
+        SQLite (in process, no round trips) keeps its plain read transaction."""
+        if not self.is_postgres:
+            with self.read() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             if self.is_sqlite:
