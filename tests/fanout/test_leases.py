@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.recording import RecordingDispatcher
 from tests.support.seed import add_devices
 
 from chinwag.fanout import Worker, WorkerOptions
-from chinwag.fanout.deliveries import claim_deliveries, next_due_at
+from chinwag.fanout.deliveries import ClaimNotLoaded, claim_deliveries, next_due_at
 from chinwag.fanout.leases import renew_leases
 from chinwag.fanout.outbox import claim_outbox, expand_batch
 from chinwag.store.database import Database
@@ -79,3 +80,37 @@ def test_first_step_prunes_however_recently_the_machine_booted(db: Database) -> 
     asyncio.run(Worker(db, RecordingDispatcher(), options).run_until_idle(limit_seconds=10))
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(rate_limits)).scalar() == 0
+
+
+class _ReadsFailOnce(Database):
+    """The real database, but the next read fails as when PostgreSQL restarts between a claim's
+    commit and the read of what to send."""
+
+    fail_next_read = False
+
+    def read(self):  # type: ignore[no-untyped-def]
+        if self.fail_next_read:
+            self.fail_next_read = False
+            raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return super().read()
+
+
+def test_a_claim_whose_rows_could_not_be_read_is_handed_back(api: Api, db: Database) -> None:
+    """A worker whose claim committed but whose read failed releases those rows at its next
+    step (its heartbeat would otherwise renew them forever), and they are then sent."""
+    _expanded_message(api, db, apns=3)
+    flaky = _ReadsFailOnce(db.url)
+    try:
+        sender = RecordingDispatcher()
+        worker = Worker(flaky, sender, WorkerOptions(claim_batch=10))
+        flaky.fail_next_read = True
+        with pytest.raises(ClaimNotLoaded):  # the failed step (run() logs it and steps again)
+            asyncio.run(worker.run_until_idle())
+        assert {owner for owner, _ in _leases(db).values()} == {worker.owner}
+        asyncio.run(worker.run_until_idle())
+        assert len(sender.sent) == 3
+        with db.read() as conn:
+            statuses = conn.execute(sa.select(deliveries.c.status)).scalars().all()
+        assert statuses == ["delivered"] * 3
+    finally:
+        flaky.dispose()

@@ -145,11 +145,14 @@ def claim_deliveries(
             rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
     # The rows are ours now (leased): what to send them is read after the commit, so that the
     # write lock (SQLite's one, which a send waits for) is held for the UPDATE alone.
-    with db.read() as conn:
-        if rows is None:
-            rows = list(conn.execute(_details_query(ids)).all()) if ids else []
-        tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
-        badges = badge_counts(conn, [r.user_id for r in rows if carries_badge(r.kind)])
+    try:
+        with db.read() as conn:
+            if rows is None:
+                rows = list(conn.execute(_details_query(ids)).all()) if ids else []
+            tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
+            badges = badge_counts(conn, [r.user_id for r in rows if carries_badge(r.kind)])
+    except sa.exc.SQLAlchemyError as exc:
+        raise ClaimNotLoaded([r.id for r in returned]) from exc
     # The rows of one claim are mostly the devices of a few messages: they share one
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}
@@ -162,6 +165,17 @@ def claim_deliveries(
     if held is not None:
         held |= changed
     return [c for c in claimed if c.deferred_until is None]
+
+
+class ClaimNotLoaded(Exception):
+    """A claim committed, but what to send could not be read (the database went away between
+    the two). The rows stay leased to this worker, whose heartbeat keeps renewing them: it must
+    hand them back with ``release_deliveries`` before anything else, or they would never be
+    sent."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        super().__init__(f"{len(ids)} claimed deliveries not loaded")
+        self.ids = tuple(ids)
 
 
 def _claimable(

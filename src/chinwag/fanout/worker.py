@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from chinwag.chat import devices, events, ratelimit
 from chinwag.fanout.deliveries import (
     ClaimedDelivery,
+    ClaimNotLoaded,
     RetryPolicy,
     claim_deliveries,
     delivery_summaries,
@@ -127,6 +128,8 @@ class Worker:
         self._expanding: list[OutboxClaim] = []
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._results: list[tuple[ClaimedDelivery, Outcome | None]] = []
+        # Rows claimed by a step that failed before it could read them (``ClaimNotLoaded``).
+        self._unloaded: tuple[int, ...] = ()
         self._last_flush = clock()
         self._changed_messages: set[int] = set()
         self._last_summary: float | None = None
@@ -230,18 +233,27 @@ class Worker:
                 # `sending` under our lease until then, so claiming first would hold twice the
                 # provider's slots in claims, and a SIGKILL now would repeat both waves.
                 await self._flush()
+            if self._unloaded:
+                await self._db(release_deliveries, self.db, self._unloaded, self.owner, self._now())
+                self._unloaded = ()
             held: set[int] = set()
-            claimed = await self._db(
-                claim_deliveries,
-                self.db,
-                self.owner,
-                self._now(),
-                opts.lease_seconds,
-                opts.claim_batch,
-                opts.email_digest_seconds,
-                room,
-                held,
-            )
+            try:
+                claimed = await self._db(
+                    claim_deliveries,
+                    self.db,
+                    self.owner,
+                    self._now(),
+                    opts.lease_seconds,
+                    opts.claim_batch,
+                    opts.email_digest_seconds,
+                    room,
+                    held,
+                )
+            except ClaimNotLoaded as lost:
+                # Our heartbeat would renew these rows for as long as we live: hand them back
+                # at the next step the database allows.
+                self._unloaded = lost.ids
+                raise
             self._changed_messages |= held
             for item in claimed:
                 self._start_send(item)
