@@ -200,6 +200,36 @@ def _claimable(
     return sa.or_(*parts) if parts else None
 
 
+# The device columns every claimed row carries, whatever its kind: what ``_target`` needs and
+# what the send-time check asks of the device.
+_TARGET_COLUMNS = (
+    devices.c.id.label("device_id"),
+    devices.c.platform,
+    devices.c.token,
+    devices.c.app,
+    devices.c.webhook_secret,
+    devices.c.payload,
+    devices.c.encryption_key,
+    devices.c.active,
+    devices.c.user_id.label("device_owner_id"),
+)
+
+
+def _target(row: sa.Row[tuple[object, ...]], delivery_id: str) -> DeviceTarget:
+    """Where and how to send a claimed row: its device, in the device's payload mode (a test
+    too shows what the device's real notifications look like)."""
+    return DeviceTarget(
+        device_id=row.device_id,
+        platform=Platform(row.platform),
+        token=row.token,
+        delivery_id=delivery_id,
+        app=row.app,
+        secret=row.webhook_secret,
+        payload=PayloadMode(row.payload),
+        encryption_key=_key_bytes(row.encryption_key),
+    )
+
+
 def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
     sender = users.alias("sender")
     recipient = users.alias("recipient")
@@ -210,15 +240,7 @@ def _details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
             deliveries.c.message_id,
             deliveries.c.user_id,
             deliveries.c.kind,
-            devices.c.id.label("device_id"),
-            devices.c.platform,
-            devices.c.token,
-            devices.c.app,
-            devices.c.webhook_secret,
-            devices.c.payload,
-            devices.c.encryption_key,
-            devices.c.active,
-            devices.c.user_id.label("device_owner_id"),
+            *_TARGET_COLUMNS,
             messages.c.chat_id,
             messages.c.body,
             messages.c.sender_id,
@@ -262,15 +284,7 @@ def _test_details_query(ids: list[int]) -> sa.Select[tuple[object, ...]]:
             deliveries.c.id,
             deliveries.c.attempts,
             deliveries.c.user_id,
-            devices.c.id.label("device_id"),
-            devices.c.platform,
-            devices.c.token,
-            devices.c.app,
-            devices.c.webhook_secret,
-            devices.c.payload,
-            devices.c.encryption_key,
-            devices.c.active,
-            devices.c.user_id.label("device_owner_id"),
+            *_TARGET_COLUMNS,
         )
         .join(devices, devices.c.id == deliveries.c.device_id)
         .where(deliveries.c.id.in_(ids))
@@ -282,18 +296,8 @@ def _claimed_test(row: sa.Row[tuple[object, ...]], now: float) -> ClaimedDeliver
     return ClaimedDelivery(
         delivery_id=row.id,
         attempts=row.attempts,
-        target=DeviceTarget(
-            device_id=row.device_id,
-            platform=Platform(row.platform),
-            token=row.token,
-            # An id of its own per test: a second test is not a repeat of the first.
-            delivery_id=delivery_uuid(0, row.device_id, f"test-{row.id}"),
-            app=row.app,
-            secret=row.webhook_secret,
-            # A test shows what the device's real notifications will look like.
-            payload=PayloadMode(row.payload),
-            encryption_key=_key_bytes(row.encryption_key),
-        ),
+        # An id of its own per test: a second test is not a repeat of the first.
+        target=_target(row, delivery_uuid(0, row.device_id, f"test-{row.id}")),
         notification=TEST_NOTIFICATION,
         skip=skip_reason(
             SendTimeFacts(
@@ -359,16 +363,7 @@ def _claimed(
     return ClaimedDelivery(
         delivery_id=row.id,
         attempts=row.attempts,
-        target=DeviceTarget(
-            device_id=row.device_id,
-            platform=Platform(row.platform),
-            token=row.token,
-            delivery_id=delivery_uuid(row.message_id, row.device_id, kind.value),
-            app=row.app,
-            secret=row.webhook_secret,
-            payload=PayloadMode(row.payload),
-            encryption_key=_key_bytes(row.encryption_key),
-        ),
+        target=_target(row, delivery_uuid(row.message_id, row.device_id, kind.value)),
         notification=notification,
         skip=skip,
         sender_id=row.sender_id,
