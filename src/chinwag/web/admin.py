@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries, users
+from chinwag.store.states import DeliveryStatus
 from chinwag.web.api import Api, HttpError, RequestContext
 from chinwag.web.metrics import HTTP_SECONDS, read_figures, read_provider_health
 
@@ -24,13 +25,15 @@ THROUGHPUT_STEP_SECONDS = 10
 RECENT_FAILURES = 25
 OUTCOME_ROWS = 50
 # Statuses that mean "did not arrive (yet)" and carry the provider's reason in last_error.
-FAILURE_STATUSES = ("failed", "token_dead", "retrying")
+FAILURE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.TOKEN_DEAD, DeliveryStatus.RETRYING)
 
 api = Api()  # the route below; create_app mounts it
 
 
 class OutboxStats(BaseModel):
-    pending: int = Field(description="Messages whose fan-out has not finished expanding")
+    pending: int = Field(
+        description="Fan-outs not yet expanded: new messages, read updates, deletions, tests"
+    )
     oldest_pending_age_seconds: float
 
 
@@ -149,7 +152,7 @@ def _throughput(db: Database, now: float) -> list[ThroughputPoint]:
             conn.execute(
                 sa.select(failed_bucket, sa.func.count())
                 .where(
-                    deliveries.c.status.in_(("failed", "token_dead")),
+                    deliveries.c.status.in_((DeliveryStatus.FAILED, DeliveryStatus.TOKEN_DEAD)),
                     deliveries.c.updated_at >= since,
                 )
                 .group_by(failed_bucket)

@@ -149,7 +149,9 @@ class FanoutCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         figures = read_figures(self.db, delivery_counts=self.delivery_counts)
         depth = GaugeMetricFamily(
-            "chinwag_outbox_pending", "Messages whose fan-out has not finished expanding"
+            "chinwag_outbox_pending",
+            "Fan-outs not yet expanded: new messages, read updates, deletions, settings changes, "
+            "device tests",
         )
         depth.add_metric([], figures.outbox_pending)
         age = GaugeMetricFamily(
