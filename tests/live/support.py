@@ -63,6 +63,7 @@ class SseReader:
     comments: list[str] = field(default_factory=list)
     status: int | None = None
     ended: threading.Event = field(default_factory=threading.Event)
+    error: httpx.HTTPError | None = None
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=60))
@@ -98,8 +99,9 @@ class SseReader:
                     else:
                         name, _, value = line.partition(": ")
                         fields[name] = value
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             if not self._closing.is_set():
+                self.error = exc  # e.g. the server cut the stream without the body's clean end
                 raise
         finally:
             self.opened.set()
@@ -132,6 +134,16 @@ def close_all(readers: list[SseReader]) -> None:
         reader.hang_up()
     for reader in readers:
         reader.close()
+
+
+def wait_until_waiting(gateway: LiveGateway, transport: str) -> None:
+    """Until a connection of this transport (sse, ws, longpoll) has joined the gateway's hub."""
+    hub = gateway.gateway.hub
+    wait_until(
+        lambda: any(s.transport == transport for subs in hub.subscribers.values() for s in subs),
+        15,
+        f"a {transport} connection in the hub",
+    )
 
 
 @contextmanager

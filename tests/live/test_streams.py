@@ -12,8 +12,17 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from tests.conftest import Api, LiveGateway
-from tests.live.support import Person, SseReader, chat, close_all, person, send, sse, websocket
-from tests.support.processes import wait_until
+from tests.live.support import (
+    Person,
+    SseReader,
+    chat,
+    close_all,
+    person,
+    send,
+    sse,
+    wait_until_waiting,
+    websocket,
+)
 from websockets.exceptions import InvalidStatus
 
 from chinwag.live.hub import SQLITE_TICK_SECONDS
@@ -81,15 +90,6 @@ def test_long_poll_is_woken_by_the_hub_and_resumes_with_after(
     assert [e["data"]["body"] for e in later["events"]] == ["next"]
     empty = bob.client.get("/v1/events", params={"after": later["last_id"]}).json()
     assert empty == {"events": [], "last_id": later["last_id"]}
-
-
-def wait_until_waiting(gateway: LiveGateway, transport: str) -> None:
-    hub = gateway.gateway.hub
-    wait_until(
-        lambda: any(s.transport == transport for subs in hub.subscribers.values() for s in subs),
-        15,
-        f"a {transport} connection in the hub",
-    )
 
 
 def test_websocket_resumes_with_after(gateway: LiveGateway, gateway_api: Api) -> None:

@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from chinwag.chat import events
 from chinwag.chat.errors import Conflict, InvalidInput, Overloaded, Unauthorized
 from chinwag.chat.models import User
 from chinwag.store.database import Database
@@ -172,6 +173,7 @@ def authenticate_token(db: Database, token: str, *, idle_seconds: float = 0.0) -
     if idle_seconds > 0 and now - last_used > idle_seconds:
         with db.write() as conn:
             conn.execute(api_tokens.delete().where(api_tokens.c.id == row["token_id"]))
+            events.sessions_ended(conn, row["id"], [row["token_id"]])
         raise Unauthorized("token expired after a long time unused; sign in again")
     if now - last_used >= LAST_USE_RESOLUTION_SECONDS:
         with db.write() as conn:
@@ -183,10 +185,11 @@ def authenticate_token(db: Database, token: str, *, idle_seconds: float = 0.0) -
     return Session(user_from_row(row), row["token_id"])
 
 
-def revoke_token(db: Database, token_id: int) -> None:
-    """Sign out: the token stops working at once."""
+def revoke_token(db: Database, session: Session) -> None:
+    """Sign out: the token stops working at once, and the live streams opened with it close."""
     with db.write() as conn:
-        conn.execute(api_tokens.delete().where(api_tokens.c.id == token_id))
+        conn.execute(api_tokens.delete().where(api_tokens.c.id == session.token_id))
+        events.sessions_ended(conn, session.user.id, [session.token_id])
 
 
 def change_password(db: Database, session: Session, old_password: str, new_password: str) -> int:
@@ -203,12 +206,17 @@ def change_password(db: Database, session: Session, old_password: str, new_passw
         conn.execute(
             users.update().where(users.c.id == session.user.id).values(password_hash=new_hash)
         )
-        revoked = conn.execute(
-            api_tokens.delete().where(
-                api_tokens.c.user_id == session.user.id, api_tokens.c.id != session.token_id
+        revoked = (
+            conn.execute(
+                api_tokens.delete()
+                .where(api_tokens.c.user_id == session.user.id, api_tokens.c.id != session.token_id)
+                .returning(api_tokens.c.id)
             )
-        ).rowcount
-    return int(revoked or 0)
+            .scalars()
+            .all()
+        )
+        events.sessions_ended(conn, session.user.id, revoked)
+    return len(revoked)
 
 
 def set_admin(db: Database, username: str, is_admin: bool) -> User:

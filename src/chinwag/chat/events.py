@@ -27,6 +27,7 @@ from chinwag.store.database import Database
 from chinwag.store.schema import events, memberships, users
 
 KEEP_EVENTS_SECONDS = 24 * 3600
+SIGNED_OUT = "signed_out"
 # LISTEN/NOTIFY channel that wakes the live gateways when events commit (PostgreSQL only). The
 # payload is the writer's schema, so gateways of other schemas in one database can ignore it.
 NOTIFY_CHANNEL = "chinwag_events"
@@ -91,6 +92,13 @@ def member_change(
     if kind == "member_removed":
         for user_id, _name in listed:
             append(conn, kind, data, chat_id=chat_id, user_id=user_id)
+
+
+def sessions_ended(conn: Connection, user_id: int, token_ids: Collection[int]) -> None:
+    """Tokens of the user were revoked (sign-out, password change, expiry): a ``signed_out``
+    event for the user, so that every gateway closes the live streams opened with them."""
+    if token_ids:
+        append(conn, SIGNED_OUT, {"token_ids": sorted(token_ids)}, user_id=user_id)
 
 
 def visible_after(db: Database, user_id: int, after: int, limit: int = 200) -> list[Event]:

@@ -34,11 +34,20 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chinwag.chat import accounts
+from chinwag.chat.accounts import Session
 from chinwag.chat.errors import ChinwagError, RateLimited, Unauthorized
-from chinwag.chat.models import User
 from chinwag.config import Settings
 from chinwag.live import metrics
-from chinwag.live.hub import CLOSED, Frame, Hub, Subscriber, _Beat, _Closed
+from chinwag.live.hub import (
+    CLOSED,
+    SIGNED_OUT_REASON,
+    SLOW_CONSUMER_REASON,
+    Frame,
+    Hub,
+    Subscriber,
+    _Beat,
+    _Closed,
+)
 from chinwag.live.wakeups import PostgresWakeups
 from chinwag.store.database import Database
 
@@ -49,6 +58,9 @@ MAX_LONG_POLL_SECONDS = 30
 LONG_POLL_PAGE = 200
 WRITE_BATCH = 64  # frames written together when the queue has several
 TYPING_EVERY_SECONDS = 0.5  # a client's typing frames for one chat beyond this are ignored
+# Why the server ends a WebSocket: a slow reader may try again later (1013); a revoked token's
+# stream must not reconnect with it (1008, policy violation). Otherwise 1001, going away.
+CLOSE_CODES = {SLOW_CONSUMER_REASON: 1013, SIGNED_OUT_REASON: 1008}
 _CURSOR = re.compile(r"[0-9]{1,19}")
 
 
@@ -83,7 +95,7 @@ class Gateway:
 
     # -- shared ---------------------------------------------------------------------------------
 
-    async def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> User:
+    async def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Session:
         """``Authorization: Bearer``, or ``?access_token=`` for browsers' EventSource/WebSocket."""
         header = headers.get("authorization", "")
         if not header and query.get("access_token"):
@@ -92,7 +104,9 @@ class Gateway:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>' (POST /v1/tokens gives one)")
         # The same check as the REST API's, idle expiry included (CHINWAG_TOKEN_IDLE_DAYS).
-        check = partial(accounts.authenticate, idle_seconds=self.settings.token_idle_days * 86400)
+        check = partial(
+            accounts.authenticate_token, idle_seconds=self.settings.token_idle_days * 86400
+        )
         return await self.hub.run(check, self.hub.db, token.strip())
 
     async def replay(
@@ -146,9 +160,11 @@ class Gateway:
 
     async def websocket(self, websocket: WebSocket) -> None:
         try:
-            user = await self.authenticate(websocket.headers, websocket.query_params)
+            session = await self.authenticate(websocket.headers, websocket.query_params)
             after = parse_cursor(websocket.query_params.get("after"), "after")
-            subscriber = await self.hub.subscribe(user, "ws", after)
+            subscriber = await self.hub.subscribe(
+                session.user, "ws", after, token_id=session.token_id
+            )
         except Exception as exc:
             await _deny(websocket, error_response(exc))
             return
@@ -177,7 +193,7 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(sender, reader, return_exceptions=True)
         if reader not in done:  # we end it: shut down, or too slow a reader
-            code = 1013 if subscriber.close_reason == "slow consumer" else 1001
+            code = CLOSE_CODES.get(subscriber.close_reason, 1001)  # 1001: going away
             try:
                 async with asyncio.timeout(2):
                     await websocket.close(code=code, reason=subscriber.close_reason[:100])
@@ -245,7 +261,7 @@ class _EventsEndpoint:
         try:
             if request.method not in ("GET", "HEAD"):
                 raise _MethodNotAllowed()
-            user = await self.gateway.authenticate(request.headers, request.query_params)
+            session = await self.gateway.authenticate(request.headers, request.query_params)
             query = request.query_params
             after = parse_cursor(query.get("after"), "after")
             if sse:
@@ -254,7 +270,9 @@ class _EventsEndpoint:
                 wait = 0
             else:
                 wait = parse_wait(query.get("wait"))
-            subscriber = await self.hub.subscribe(user, "sse" if sse else "longpoll", after)
+            subscriber = await self.hub.subscribe(
+                session.user, "sse" if sse else "longpoll", after, token_id=session.token_id
+            )
         except Exception as exc:
             await error_response(exc)(scope, receive, send)
             return
@@ -332,12 +350,14 @@ class _EventsEndpoint:
         watcher = asyncio.create_task(_until_disconnect(receive))
         subscriber.on_drop = sender.cancel
         try:
-            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (sender, watcher):
                 task.cancel()
             await asyncio.gather(sender, watcher, return_exceptions=True)
-        if sender.cancelled() or sender.exception() is not None or watcher.done():
+        # Asked before the cancels above, which leave both tasks done: only a stream the server
+        # ended (shut down, signed out) gets the body's clean end.
+        if watcher in done or sender.cancelled() or sender.exception() is not None:
             # Dropped (a stalled write was abandoned) or gone: the server closes the connection.
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -46,6 +46,8 @@ MAX_GAPS = 1000
 ACTIVE_EVERY_SECONDS = 20.0
 MEMBER_KINDS = ("member_added", "member_removed")
 MEMBERSHIP_LOAD_TRIES = 5
+SIGNED_OUT_REASON = "signed out"
+SLOW_CONSUMER_REASON = "slow consumer"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Subscriber:
     closed: bool = False
     close_reason: str = ""
     on_drop: Callable[[], object] | None = None  # the transport's way to abort a stalled write
+    token_id: int | None = None  # the API token it was opened with: closed when that is revoked
 
     @property
     def seen(self) -> int:
@@ -187,7 +190,9 @@ class Hub:
 
     # -- connections ----------------------------------------------------------------------------
 
-    async def subscribe(self, user: User, transport: str, after: int | None) -> Subscriber:
+    async def subscribe(
+        self, user: User, transport: str, after: int | None, *, token_id: int | None = None
+    ) -> Subscriber:
         """Join the hub; raises RateLimited past the per-user cap. Pair with ``unsubscribe``."""
         held = len(self.subscribers.get(user.id, ())) + self.opening.get(user.id, 0)
         if held >= self.settings.streams_per_user:
@@ -218,6 +223,7 @@ class Hub:
             cursor=after,
             floor=self.last_id,
             queue=asyncio.Queue(maxsize=self.settings.stream_queue_size + 1),
+            token_id=token_id,
         )
         first = user.id not in self.subscribers
         self.subscribers.setdefault(user.id, set()).add(subscriber)
@@ -315,7 +321,7 @@ class Hub:
             log.info(
                 "dropping a slow %s reader of user %d", subscriber.transport, subscriber.user.id
             )
-            subscriber.close("slow consumer")
+            subscriber.close(SLOW_CONSUMER_REASON)
             if subscriber.on_drop is not None:
                 subscriber.on_drop()
             return
@@ -339,6 +345,15 @@ class Hub:
                 members = self.chat_members.get(chat_id)
                 if members is not None:
                     members.discard(user_id)
+
+    def _end_sessions(self, event: events.LoggedEvent) -> None:
+        """Close the streams opened with revoked tokens; the user's other sessions get the event."""
+        if event.user_id is None:
+            return
+        revoked = set(event.data.get("token_ids", ()))
+        for subscriber in list(self.subscribers.get(event.user_id, ())):
+            if subscriber.token_id in revoked:
+                subscriber.close(SIGNED_OUT_REASON)
 
     # -- the tail -------------------------------------------------------------------------------
 
@@ -381,6 +396,8 @@ class Hub:
                     continue
                 if row.kind in MEMBER_KINDS:
                     self._apply_membership(row)
+                elif row.kind == events.SIGNED_OUT:
+                    self._end_sessions(row)
                 frame = Frame(row.id, row.kind, row.data, row.created_at, late=late)
                 self.deliver(frame, row.chat_id, row.user_id)
             if fresh < TAIL_BATCH:

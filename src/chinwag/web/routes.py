@@ -141,7 +141,7 @@ def _count_signin(ctx: RequestContext, username: str) -> None:
     tag="accounts",
 )
 def sign_out(ctx: RequestContext) -> None:
-    accounts.revoke_token(ctx.services.db, ctx.session.token_id)
+    accounts.revoke_token(ctx.services.db, ctx.session)
 
 
 @api.route(
