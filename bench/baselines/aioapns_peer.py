@@ -3,11 +3,9 @@
 aioapns always dials api.push.apple.com:443; its connection class names the host and port, so a
 subclass points it at the local fake, and an SSL context trusting the fake's CA is passed in as
 aioapns allows. Everything else is aioapns as shipped: its pool (10 connections by default), its
-JWT provider, its stream accounting.
-
-One shim: the fake ends a body-less 200 with an empty DATA frame, where Apple ends the HEADERS
-frame itself; aioapns parses every DATA frame as JSON and drops the connection on an empty one.
-The subclass skips empty DATA frames, which changes nothing else.
+JWT provider, its stream accounting. (The fake once ended a body-less 200 with an empty DATA
+frame, which aioapns parses as JSON and fails on; it now ends the HEADERS frame, as Apple does, and
+aioapns needs no shim.)
 """
 
 from __future__ import annotations
@@ -25,17 +23,11 @@ from aioapns.connection import APNsProductionClientProtocol
 from chinwag.config import ApnsSettings
 
 
-class _FakeApnsProtocol(APNsProductionClientProtocol):
-    def on_data_received(self, raw_data: bytes, stream_id: int) -> None:
-        if raw_data:
-            super().on_data_received(raw_data, stream_id)
-
-
 def client_for(settings: ApnsSettings, ca_file: str) -> APNs:
     address = urlsplit(settings.url)
     protocol = type(
         "FakeApnsProtocol",
-        (_FakeApnsProtocol,),
+        (APNsProductionClientProtocol,),
         {"APNS_SERVER": address.hostname, "APNS_PORT": address.port or 443},
     )
     context = ssl.create_default_context(cafile=ca_file)

@@ -126,6 +126,25 @@ def test_answer_is_headers_then_one_data_frame_with_end_stream(pki: TestPKI) -> 
     _run(pki, scenario)
 
 
+@pytest.mark.parametrize("latency", [0.0, 0.01])
+def test_an_answer_without_body_is_one_headers_frame_with_end_stream(
+    pki: TestPKI, latency: float
+) -> None:
+    """Like APNs's 200: HEADERS carrying END_STREAM, no DATA frame (not even an empty one)."""
+
+    def handler(request: FakeRequest) -> FakeResponse:
+        return FakeResponse(200, {"apns-id": "x"})
+
+    async def scenario(server: H2FakeServer, client: httpx.AsyncClient) -> None:
+        events = await _raw_exchange(server, pki, b"{}")
+        assert [type(event).__name__ for event in events] == ["ResponseReceived", "StreamEnded"]
+        response = events[0]
+        assert isinstance(response, h2.events.ResponseReceived)
+        assert response.stream_ended is not None
+
+    _run(pki, scenario, handler=handler, faults=FaultPlan(latency=latency))
+
+
 def test_large_body_respects_flow_control(pki: TestPKI) -> None:
     """A body far above the initial 64 KiB window arrives whole, in both directions."""
     payload = bytes(range(256)) * 2000  # 512 KB

@@ -5,7 +5,9 @@ latency, stalls and slow handlers never hold up the other streams of a connectio
 ``FaultPlan`` are applied before the handler sees a request. Responses go out as a HEADERS frame
 followed by the whole body in one DATA frame carrying END_STREAM, as APNs answers (clients have
 broken on exactly that shape before); only a body larger than the peer's frame size or flow-control
-window is split, waiting for WINDOW_UPDATEs as needed.
+window is split, waiting for WINDOW_UPDATEs as needed. An answer without a body (APNs's 200) is
+one HEADERS frame carrying END_STREAM, as Apple sends it (aioapns, which reads every DATA frame as
+JSON, fails on an empty one).
 
 Writes are coalesced: answers finished in the same loop iteration leave in one TLS record batch,
 which is what lets one process answer thousands of requests a second. A request that needs no
@@ -435,8 +437,11 @@ class _H2Connection(asyncio.Protocol):
         if len(response.body) > window:
             return False
         try:
-            self._h2.send_headers(stream_id, _response_headers(response))
-            self._h2.send_data(stream_id, response.body, end_stream=True)
+            if not response.body:
+                self._h2.send_headers(stream_id, _response_headers(response), end_stream=True)
+            else:
+                self._h2.send_headers(stream_id, _response_headers(response))
+                self._h2.send_data(stream_id, response.body, end_stream=True)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return True  # the client reset the stream or the connection is going away
         self._schedule_flush()
@@ -447,6 +452,10 @@ class _H2Connection(asyncio.Protocol):
             return
         body = response.body
         try:
+            if not body:
+                self._h2.send_headers(stream_id, _response_headers(response), end_stream=True)
+                self._schedule_flush()
+                return
             self._h2.send_headers(stream_id, _response_headers(response))
             while True:
                 window = min(
