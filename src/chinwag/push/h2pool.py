@@ -269,10 +269,35 @@ class _LeanH2Connection(h2.connection.H2Connection):
 class _PlainLiteralEncoder(Encoder):
     """HPACK without Huffman coding of literals. The literals left are the per-request ones
     (path, id); Huffman would save ~20 bytes of each, at a pure-Python cost on both ends that
-    capped the fake's throughput below the sender's."""
+    capped the fake's throughput below the sender's.
+
+    It also remembers how each field that was sent as a table index was encoded: the constant
+    APNs headers (authorization, topic, push type, priority, …) are such indexes in every request
+    after the first, and hpack searches its tables for each of them, every time. An index is
+    valid until the dynamic table changes (an insertion shifts every dynamic index; a resize may
+    evict), so any change forgets them all. ``add`` is hpack's public per-field step of
+    ``encode``; tests/push/test_h2_private.py holds the output to a plain encoder's, byte for byte.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        if self.header_table.resized:
+            self._indexed.clear()
         return super().encode(headers, huffman=False)
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        encoded = self._indexed.get(to_add)
+        if encoded is not None:
+            return encoded
+        encoded = super().add(to_add, sensitive, huffman)
+        if encoded[0] & 0x80:  # the indexed representation: the table did not change
+            self._indexed[to_add] = encoded
+        elif not sensitive:  # a literal added to the table: every dynamic index moved
+            self._indexed.clear()
+        return encoded
 
 
 class _Exchange:
