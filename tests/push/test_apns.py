@@ -435,6 +435,26 @@ def test_expired_provider_token_is_refreshed_once_then_delivered(
     _run(pki, tmp_path, scenario)
 
 
+def test_alerts_and_background_pushes_of_one_sender_keep_their_own_headers(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """The repeated headers, prepared once per JWT and kind, stay apart: alert/10 and
+    background/5 alternate on one sender, each with the JWT and topic."""
+    clear = replace(NOTE, kind=NotificationKind.CLEAR, preview="", badge=0)
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        apns = sender()
+        for device in range(6):
+            outcome = await apns.send(_device(device), clear if device % 2 else NOTE)
+            assert outcome.kind is OutcomeKind.DELIVERED
+
+    fake = _run(pki, tmp_path, scenario)
+    kinds = [(r.headers["apns-push-type"], r.headers["apns-priority"]) for r in fake.accepted]
+    assert kinds == [("alert", "10"), ("background", "5")] * 3
+    assert {r.headers["apns-topic"] for r in fake.accepted} == {fake.topic}
+    assert fake.distinct_jwts == 1
+
+
 def test_expired_provider_token_on_a_young_jwt_is_misconfigured(
     pki: TestPKI, tmp_path: Path
 ) -> None:

@@ -63,6 +63,15 @@ class H2Response:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedHeaders:
+    """The headers every request of one kind repeats (method, authority, credentials, …),
+    encoded to bytes once (``H2Pool.prepare``) instead of once per request."""
+
+    pseudo: tuple[tuple[bytes, bytes], ...]  # :method, :scheme, :authority
+    regular: tuple[tuple[bytes, bytes], ...]
+
+
 class H2Pool:
     """Connections to one origin (``https://host[:port]``), opened lazily, reused forever.
 
@@ -120,6 +129,32 @@ class H2Pool:
         HPACK table, as the path is, so that the repeated ones (the bearer token) stay indexed
         and cost one byte per request instead of being evicted and re-sent in full.
         """
+        return await self.send(
+            self.prepare(method, headers), path, body, time_limit=time_limit, unindexed=unindexed
+        )
+
+    def prepare(self, method: str, headers: Sequence[tuple[str, str]]) -> PreparedHeaders:
+        pseudo = (
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", self._authority),
+        )
+        return PreparedHeaders(
+            pseudo, tuple((name.encode(), value.encode()) for name, value in headers)
+        )
+
+    async def send(
+        self,
+        prepared: PreparedHeaders,
+        path: str,
+        body: bytes,
+        *,
+        time_limit: float,
+        headers: Sequence[tuple[str, str]] = (),
+        unindexed: Sequence[tuple[str, str]] = (),
+    ) -> H2Response:
+        """``request`` with the repeated headers prepared; ``headers`` are this request's own
+        (sent after the prepared ones), ``unindexed`` as for ``request``."""
         deadline = time.monotonic() + time_limit
         # Most requests find a connection with a free stream at once: no timer for them.
         connection = self._free_connection()
@@ -132,10 +167,9 @@ class H2Pool:
         if deadline <= time.monotonic():
             raise TransportTimeout("timeout")
         block: list[tuple[bytes, bytes]] = [
-            (b":method", method.encode()),
-            (b":scheme", b"https"),
-            (b":authority", self._authority),
+            *prepared.pseudo,
             NeverIndexedHeaderTuple(b":path", (self.base_path + path).encode()),
+            *prepared.regular,
         ]
         block += [(name.encode(), value.encode()) for name, value in headers]
         block += [
