@@ -3,9 +3,12 @@
 aioapns always dials api.push.apple.com:443; its connection class names the host and port, so a
 subclass points it at the local fake, and an SSL context trusting the fake's CA is passed in as
 aioapns allows. Everything else is aioapns as shipped: its pool (10 connections by default), its
-JWT provider, its stream accounting. (The fake once ended a body-less 200 with an empty DATA
-frame, which aioapns parses as JSON and fails on; it now ends the HEADERS frame, as Apple does, and
-aioapns needs no shim.)
+JWT provider, its stream accounting.
+
+One shim, for older trees' fakes only: they ended a body-less 200 with an empty DATA frame, where
+Apple (and this tree's fake) ends the HEADERS frame itself; aioapns parses every DATA frame as JSON
+and drops the connection on an empty one. The subclass skips empty DATA frames, which changes
+nothing else (``bench.apns_side_by_side`` runs aioapns against an older tree's fake too).
 """
 
 from __future__ import annotations
@@ -23,11 +26,17 @@ from aioapns.connection import APNsProductionClientProtocol
 from chinwag.config import ApnsSettings
 
 
+class _FakeApnsProtocol(APNsProductionClientProtocol):
+    def on_data_received(self, raw_data: bytes, stream_id: int) -> None:
+        if raw_data:
+            super().on_data_received(raw_data, stream_id)
+
+
 def client_for(settings: ApnsSettings, ca_file: str) -> APNs:
     address = urlsplit(settings.url)
     protocol = type(
         "FakeApnsProtocol",
-        (APNsProductionClientProtocol,),
+        (_FakeApnsProtocol,),
         {"APNS_SERVER": address.hostname, "APNS_PORT": address.port or 443},
     )
     context = ssl.create_default_context(cafile=ca_file)
