@@ -10,12 +10,15 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
+import h2.utilities
 import httpx
 import pytest
 
 from chinwag.fakes.faults import FaultPlan
-from chinwag.fakes.h2server import FakeRequest, FakeResponse, H2FakeServer
+from chinwag.fakes.h2server import FakeRequest, FakeResponse, H2FakeServer, malformed
 from chinwag.fakes.tls import TestPKI, client_ssl_context, make_pki, server_ssl_context
 
 
@@ -36,7 +39,7 @@ def _run(
     pki: TestPKI,
     scenario: Callable[[H2FakeServer, httpx.AsyncClient], Awaitable[None]],
     *,
-    handler: Callable[[FakeRequest], Awaitable[FakeResponse]] = _echo,
+    handler: Callable[[FakeRequest], Awaitable[FakeResponse] | FakeResponse] = _echo,
     faults: FaultPlan | None = None,
     max_concurrent_streams: int = 1000,
     fault_body: Callable[[str, int], bytes] | None = None,
@@ -121,6 +124,25 @@ def test_answer_is_headers_then_one_data_frame_with_end_stream(pki: TestPKI) -> 
         assert data[0].stream_ended is not None
 
     _run(pki, scenario)
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.01])
+def test_an_answer_without_body_is_one_headers_frame_with_end_stream(
+    pki: TestPKI, latency: float
+) -> None:
+    """Like APNs's 200: HEADERS carrying END_STREAM, no DATA frame (not even an empty one)."""
+
+    def handler(request: FakeRequest) -> FakeResponse:
+        return FakeResponse(200, {"apns-id": "x"})
+
+    async def scenario(server: H2FakeServer, client: httpx.AsyncClient) -> None:
+        events = await _raw_exchange(server, pki, b"{}")
+        assert [type(event).__name__ for event in events] == ["ResponseReceived", "StreamEnded"]
+        response = events[0]
+        assert isinstance(response, h2.events.ResponseReceived)
+        assert response.stream_ended is not None
+
+    _run(pki, scenario, handler=handler, faults=FaultPlan(latency=latency))
 
 
 def test_large_body_respects_flow_control(pki: TestPKI) -> None:
@@ -299,3 +321,169 @@ def test_make_pki_reuses_valid_files_and_replaces_broken_ones(tmp_path: Path) ->
     context = ssl.create_default_context(cafile=str(again.ca_file))
     assert context.cert_store_stats()["x509_ca"] == 1
     server_ssl_context(again)  # the new key and certificate pair up
+
+
+# --- the header block checks (h2's own validation is off in the fake; malformed holds the rules)
+
+_REQUEST = [
+    (b":method", b"POST"),
+    (b":scheme", b"https"),
+    (b":authority", b"api.push.apple.com"),
+    (b":path", b"/3/device/abc"),
+]
+_HEADER_BLOCKS: list[tuple[str, list[tuple[bytes, bytes]], bool]] = [
+    ("a plain request", [*_REQUEST, (b"apns-topic", b"com.example")], False),
+    ("an empty value", [*_REQUEST, (b"x-empty", b"")], False),
+    ("upper-case name", [*_REQUEST, (b"Apns-Topic", b"x")], False),
+    ("space in name", [*_REQUEST, (b"apns topic", b"x")], False),
+    ("colon in name", [*_REQUEST, (b"apns:topic", b"x")], False),
+    ("byte above 0x7e in name", [*_REQUEST, (b"caf\xe9", b"x")], False),
+    ("empty name", [*_REQUEST, (b"", b"x")], False),
+    ("NUL in value", [*_REQUEST, (b"x-a", b"a\x00b")], False),
+    ("LF in value", [*_REQUEST, (b"x-a", b"a\nb")], False),
+    ("CR in value", [*_REQUEST, (b"x-a", b"a\rb")], False),
+    ("leading space", [*_REQUEST, (b"x-a", b" a")], False),
+    ("trailing tab", [*_REQUEST, (b"x-a", b"a\t")], False),
+    ("inner space is fine", [*_REQUEST, (b"x-a", b"a b")], False),
+    ("te: trailers", [*_REQUEST, (b"te", b"Trailers")], False),
+    ("te: gzip", [*_REQUEST, (b"te", b"gzip")], False),
+    ("connection header", [*_REQUEST, (b"connection", b"keep-alive")], False),
+    ("transfer-encoding", [*_REQUEST, (b"transfer-encoding", b"chunked")], False),
+    ("upgrade", [*_REQUEST, (b"upgrade", b"h2c")], False),
+    ("duplicate :path", [*_REQUEST, (b":path", b"/x")], False),
+    ("pseudo after regular", [_REQUEST[0], (b"x-a", b"1"), *_REQUEST[1:]], False),
+    ("custom pseudo", [*_REQUEST, (b":custom", b"1")], False),
+    ("bare colon", [*_REQUEST, (b":", b"1")], False),
+    (":status in a request", [(b":status", b"200"), *_REQUEST], False),
+    ("no :method", _REQUEST[1:], False),
+    ("no :scheme", [_REQUEST[0], *_REQUEST[2:]], False),
+    ("no :path", _REQUEST[:3], False),
+    ("empty :path", [*_REQUEST[:3], (b":path", b"")], False),
+    ("no :authority, host", [*_REQUEST[:2], _REQUEST[3], (b"host", b"h")], False),
+    ("neither :authority nor host", [*_REQUEST[:2], _REQUEST[3]], False),
+    ("host equal to :authority", [*_REQUEST, (b"host", b"api.push.apple.com")], False),
+    ("host not :authority", [*_REQUEST, (b"host", b"elsewhere")], False),
+    ("two hosts", [*_REQUEST[:2], _REQUEST[3], (b"host", b"h"), (b"host", b"h")], False),
+    ("CONNECT", [(b":method", b"CONNECT"), (b":authority", b"h:443")], False),
+    (
+        "CONNECT with :path",
+        [(b":method", b"CONNECT"), (b":authority", b"h"), (b":path", b"/")],
+        False,
+    ),
+    (":protocol without CONNECT", [*_REQUEST, (b":protocol", b"websocket")], False),
+    (
+        "extended CONNECT",
+        [(b":method", b"CONNECT"), (b":protocol", b"ws"), *_REQUEST[1:]],
+        False,
+    ),
+    ("cookie before pseudo (moved last)", [(b"cookie", b"a=1"), *_REQUEST], False),
+    ("split cookies", [*_REQUEST, (b"cookie", b"a=1"), (b"cookie", b"b=2")], False),
+    ("an empty split cookie", [*_REQUEST, (b"cookie", b"a=1"), (b"cookie", b"")], False),
+    ("trailers", [(b"x-checksum", b"1")], True),
+    ("pseudo in trailers", [(b":path", b"/")], True),
+    ("upper case in trailers", [(b"X-Checksum", b"1")], True),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "trailers"),
+    [(headers, trailers) for _, headers, trailers in _HEADER_BLOCKS],
+    ids=[name for name, _, _ in _HEADER_BLOCKS],
+)
+def test_malformed_refuses_exactly_what_h2s_validation_refuses(
+    headers: list[tuple[bytes, bytes]], trailers: bool
+) -> None:
+    """The fake's one-pass check agrees with h2's inbound normalization and validation (which
+    the fake turns off for speed) on every block of the table, valid or not."""
+    flags = h2.utilities.HeaderValidationFlags(
+        is_client=False, is_trailer=trailers, is_response_header=False, is_push_promise=False
+    )
+    try:
+        list(
+            h2.utilities.validate_headers(
+                h2.utilities.normalize_inbound_headers(headers, flags), flags
+            )
+        )
+    except h2.exceptions.ProtocolError:
+        h2_refuses = True
+    else:
+        h2_refuses = False
+    assert (malformed(headers, trailers=trailers) is not None) == h2_refuses
+
+
+def test_a_malformed_request_ends_the_connection_with_protocol_error(pki: TestPKI) -> None:
+    """An upper-case header name never reaches the handler: GOAWAY PROTOCOL_ERROR, as h2 did."""
+    seen: list[FakeRequest] = []
+
+    def handler(request: FakeRequest) -> FakeResponse:
+        seen.append(request)
+        return FakeResponse(200)
+
+    async def scenario(server: H2FakeServer, client: httpx.AsyncClient) -> None:
+        reader, writer = await asyncio.open_connection(
+            server.host, server.port, ssl=client_ssl_context(pki), server_hostname="localhost"
+        )
+        connection = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+            )
+        )
+        connection.initiate_connection()
+        stream_id = connection.get_next_available_stream_id()
+        connection.send_headers(
+            stream_id,
+            [*_REQUEST, (b"Apns-Topic", b"com.example")],
+            end_stream=True,
+        )
+        writer.write(connection.data_to_send())
+        events: list[h2.events.Event] = []
+        while not any(isinstance(event, h2.events.ConnectionTerminated) for event in events):
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, "closed without GOAWAY"
+            events += connection.receive_data(data)
+        writer.close()
+        goaway = next(e for e in events if isinstance(e, h2.events.ConnectionTerminated))
+        assert goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        assert not any(isinstance(event, h2.events.ResponseReceived) for event in events)
+
+    _run(pki, scenario, handler=handler)
+    assert seen == []
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.05])
+def test_a_plain_function_handler_is_answered_with_and_without_latency(
+    pki: TestPKI, latency: float
+) -> None:
+    """A handler that is a plain function (answered in the step that read the request at 0 ms,
+    by a task after the delay otherwise) gives the same answer, over many concurrent streams."""
+
+    def handler(request: FakeRequest) -> FakeResponse:
+        return FakeResponse(201, {"x-path": request.path}, request.body)
+
+    async def scenario(server: H2FakeServer, client: httpx.AsyncClient) -> None:
+        responses = await asyncio.gather(
+            *(client.post(f"{server.url}/n/{i}", content=b"x" * i) for i in range(50))
+        )
+        for i, response in enumerate(responses):
+            assert response.status_code == 201
+            assert response.headers["x-path"] == f"/n/{i}"
+            assert response.content == b"x" * i
+
+    server = _run(pki, scenario, handler=handler, faults=FaultPlan(latency=latency))
+    assert server.stats.requests == 50
+    assert server.stats.streams_in_flight == 0
+
+
+def test_a_plain_function_handler_with_a_body_above_the_window(pki: TestPKI) -> None:
+    """An answer larger than the window still arrives whole: it waits for WINDOW_UPDATEs in a
+    task instead of going out at once."""
+    payload = bytes(range(256)) * 2000
+
+    def handler(request: FakeRequest) -> FakeResponse:
+        return FakeResponse(200, {}, request.body)
+
+    async def scenario(server: H2FakeServer, client: httpx.AsyncClient) -> None:
+        response = await client.post(f"{server.url}/big", content=payload)
+        assert response.content == payload
+
+    _run(pki, scenario, handler=handler)

@@ -294,6 +294,60 @@ def test_stalled_stream_times_out_as_retry_without_blocking_others(
     _run(pki, tmp_path, scenario)
 
 
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_each_request_keeps_its_own_time_limit_and_a_timed_out_stream_is_reset(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """Requests started at different moments time out each at its own deadline (the connection
+    keeps one timer for all), and a timed-out stream is reset, so the provider frees it at once
+    rather than when its stall ends."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        apns = sender(timeout=0.4)
+        assert (await apns.send(_device(1), NOTE)).kind is OutcomeKind.DELIVERED
+        fake.faults = FaultPlan(error_rate=1.0, faults=("stall",), stall_seconds=30)
+        started = time.monotonic()
+
+        async def timed(device: int, delay: float) -> tuple[Outcome, float]:
+            await asyncio.sleep(delay)
+            outcome = await apns.send(_device(device), NOTE)
+            return outcome, time.monotonic() - started
+
+        (first, first_at), (second, second_at) = await asyncio.gather(timed(2, 0.0), timed(3, 0.25))
+        assert (first.kind, first.reason) == (second.kind, second.reason)
+        assert (first.kind, first.reason) == (OutcomeKind.RETRY, "timeout")
+        assert 0.4 <= first_at < 0.6
+        assert 0.65 <= second_at < 0.9
+        await _until(lambda: fake.stats.streams_in_flight == 0)
+        fake.faults = FaultPlan()
+        assert (await apns.send(_device(4), NOTE)).kind is OutcomeKind.DELIVERED
+        assert apns.connections_opened == 1
+
+    _run(pki, tmp_path, scenario)
+
+
+def test_a_cancelled_send_resets_its_stream(pki: TestPKI, tmp_path: Path) -> None:
+    """A caller that gives up on a send (its task cancelled) frees the stream on both ends."""
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        apns = sender()
+        fake.faults = FaultPlan(error_rate=1.0, faults=("stall",), stall_seconds=30)
+        task = asyncio.get_running_loop().create_task(apns.send(_device(1), NOTE))
+        await _until(lambda: fake.stats.streams_in_flight == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _until(lambda: fake.stats.streams_in_flight == 0)
+
+    _run(pki, tmp_path, scenario)
+
+
 def test_unreachable_or_untrusted_provider_is_retry(pki: TestPKI, tmp_path: Path) -> None:
     """No listener, or a certificate we do not trust, gives RETRY with the reason, not a raise."""
     with socket.socket() as probe:
@@ -379,6 +433,26 @@ def test_expired_provider_token_is_refreshed_once_then_delivered(
         assert tokens.issued == 2
 
     _run(pki, tmp_path, scenario)
+
+
+def test_alerts_and_background_pushes_of_one_sender_keep_their_own_headers(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    """The repeated headers, prepared once per JWT and kind, stay apart: alert/10 and
+    background/5 alternate on one sender, each with the JWT and topic."""
+    clear = replace(NOTE, kind=NotificationKind.CLEAR, preview="", badge=0)
+
+    async def scenario(fake: FakeApns, sender: Callable[..., ApnsSender]) -> None:
+        apns = sender()
+        for device in range(6):
+            outcome = await apns.send(_device(device), clear if device % 2 else NOTE)
+            assert outcome.kind is OutcomeKind.DELIVERED
+
+    fake = _run(pki, tmp_path, scenario)
+    kinds = [(r.headers["apns-push-type"], r.headers["apns-priority"]) for r in fake.accepted]
+    assert kinds == [("alert", "10"), ("background", "5")] * 3
+    assert {r.headers["apns-topic"] for r in fake.accepted} == {fake.topic}
+    assert fake.distinct_jwts == 1
 
 
 def test_expired_provider_token_on_a_young_jwt_is_misconfigured(

@@ -1,4 +1,5 @@
-"""h2's private ``_open_streams``, which the HTTP/2 client and the fakes override for speed.
+"""h2's private ``_open_streams``, which the HTTP/2 client and the fakes override for speed, and
+hpack's per-field ``Encoder.add``, which the client's encoder overrides to remember indexes.
 
 pyproject.toml pins h2 to the range these tests passed on; a release that renames the method,
 changes its signature or its meaning fails here, before it silently breaks every APNs send.
@@ -13,6 +14,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 
 from chinwag.fakes import h2server
 from chinwag.push import h2pool
@@ -88,3 +90,37 @@ def test_each_override_agrees_with_h2s_walk(
     assert walked == counted["open"] == 5
     assert all(connection._open_streams(1) == walked for _ in range(300))
     assert connection._open_streams(0) == h2.connection.H2Connection._open_streams(connection, 0)
+
+
+def test_the_encoder_that_remembers_indexes_encodes_as_hpack_does() -> None:
+    """The client's encoder, which remembers the fields it sent as table indexes, writes the
+    same bytes as a plain hpack encoder through insertions, evictions, an oversized field that
+    empties the table, never-indexed fields and table resizes; a decoder reads them back."""
+    ours, plain, decoder = h2pool._PlainLiteralEncoder(), Encoder(), Decoder()
+    constant = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"api.push.apple.com"),
+        (b"authorization", b"bearer " + b"j" * 300),
+        (b"apns-topic", b"com.example.chat"),
+        (b"apns-push-type", b"alert"),
+    ]
+    for step in range(120):
+        block = [
+            *constant,
+            NeverIndexedHeaderTuple(b":path", f"/3/device/{step:064x}".encode()),
+            (b"apns-expiration", str(1000 + step // 7).encode()),  # a new value now and then
+            (b"apns-collapse-id", f"m{step % 5}".encode()),
+            NeverIndexedHeaderTuple(b"apns-id", f"{step:032x}".encode()),
+        ]
+        if step % 17 == 3:
+            block.append((b"x-big", b"b" * 5000))  # larger than the table: empties it
+        if step % 29 == 11:
+            for encoder in (ours, plain):
+                encoder.header_table_size = 256 if step % 2 else 4096
+        encoded = ours.encode(block)
+        assert encoded == plain.encode(block, huffman=False), f"step {step}"
+        assert [tuple(field) for field in decoder.decode(encoded, raw=True)] == [
+            tuple(field) for field in block
+        ]
+    assert ours._indexed, "some fields were sent as remembered indexes"

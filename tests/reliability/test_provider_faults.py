@@ -33,7 +33,7 @@ from tests.support.seed import add_devices
 from chinwag.config import Settings
 from chinwag.fakes.faults import KNOWN_FAULTS, FaultPlan
 from chinwag.fakes.fcm import fcm_error
-from chinwag.fakes.h2server import FakeRequest, FakeResponse, H2FakeServer
+from chinwag.fakes.h2server import FakeRequest, FakeResponse, H2FakeServer, answer_of
 from chinwag.fakes.suite import RunningFakes
 from chinwag.fanout import Doorbell
 from chinwag.store.database import Database
@@ -74,7 +74,7 @@ class RequestLog:
     async def handle(self, request: FakeRequest) -> FakeResponse:
         target = self._target(request)
         if target is None:
-            return await self._inner(request)
+            return await answer_of(self._inner, request)
         token, message_id = target
         with self._lock:
             first = not any(s.token == token and s.message_id == message_id for s in self.seen)
@@ -82,7 +82,7 @@ class RequestLog:
             self.seen.append(Seen(self.provider, token, message_id, time.time(), throttle))
         if throttle:
             return self._throttle()
-        return await self._inner(request)
+        return await answer_of(self._inner, request)
 
     def _target(self, request: FakeRequest) -> tuple[str, int] | None:
         try:

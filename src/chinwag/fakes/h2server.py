@@ -5,10 +5,18 @@ latency, stalls and slow handlers never hold up the other streams of a connectio
 ``FaultPlan`` are applied before the handler sees a request. Responses go out as a HEADERS frame
 followed by the whole body in one DATA frame carrying END_STREAM, as APNs answers (clients have
 broken on exactly that shape before); only a body larger than the peer's frame size or flow-control
-window is split, waiting for WINDOW_UPDATEs as needed.
+window is split, waiting for WINDOW_UPDATEs as needed. An answer without a body (APNs's 200) is
+one HEADERS frame carrying END_STREAM, as Apple sends it (aioapns, which reads every DATA frame as
+JSON, fails on an empty one).
 
 Writes are coalesced: answers finished in the same loop iteration leave in one TLS record batch,
-which is what lets one process answer thousands of requests a second.
+which is what lets one process answer thousands of requests a second. A request that needs no
+delay or fault, to a handler that answers at once (a plain function), is answered in the same
+step that read it, without a task.
+
+Every request's header block is checked by ``malformed`` in one pass, to exactly the rules of h2's
+own inbound validation (which the fake turns off: its chain of generators was a seventh of the
+fake's CPU); a malformed block ends the connection with GOAWAY PROTOCOL_ERROR, as h2 does.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -27,6 +37,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack import Encoder
 
 from chinwag.fakes.faults import FaultPlan
 
@@ -49,7 +60,16 @@ class FakeResponse:
     body: bytes = b""
 
 
-Handler = Callable[[FakeRequest], Awaitable[FakeResponse]]
+# A handler answers at once (a plain function returning the response) or later (a coroutine).
+Handler = Callable[[FakeRequest], Awaitable[FakeResponse] | FakeResponse]
+
+
+async def answer_of(handler: Handler, request: FakeRequest) -> FakeResponse:
+    """The handler's answer, whichever kind of handler it is (for code that wraps one)."""
+    result = handler(request)
+    return result if isinstance(result, FakeResponse) else await result
+
+
 # (fault, status) -> body of the injected answer. fault is "5xx", "429" or "stall" with the
 # HTTP status, or "goaway" with status 0, where the bytes become the GOAWAY debug data.
 FaultBody = Callable[[str, int], bytes]
@@ -185,6 +205,7 @@ class _LeanH2Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration, open_streams: Callable[[], int]) -> None:
         super().__init__(config)
+        self.encoder = _PlainLiteralEncoder()
         self._count_open = open_streams
         self._counts_since_walk = 0
 
@@ -198,12 +219,29 @@ class _LeanH2Connection(h2.connection.H2Connection):
         return self._count_open()
 
 
+class _PlainLiteralEncoder(Encoder):
+    """Answers' literals (an apns-id, say) without Huffman coding: pure-Python work on both ends
+    that saves a few bytes on a loopback connection."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
 class _H2Connection(asyncio.Protocol):
     def __init__(self, server: H2FakeServer) -> None:
         self._server = server
         self._streams: dict[int, _Stream] = {}
         self._h2 = _LeanH2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None),
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # Requests are checked by ``malformed`` instead, to the same rules, in one pass.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
+                # The answers' headers are the fakes' own, lower-case and valid.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            ),
             open_streams=self._streams.__len__,
         )
         self._h2.local_settings = h2.settings.Settings(
@@ -239,6 +277,8 @@ class _H2Connection(asyncio.Protocol):
             self._close()
             return
         for event in events:
+            if self._closed:
+                return
             self._dispatch(event)
         self._flush()
 
@@ -262,8 +302,17 @@ class _H2Connection(asyncio.Protocol):
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             assert event.stream_id is not None and event.headers is not None
-            self._streams[event.stream_id] = _Stream(list(event.headers))
+            problem = malformed(event.headers, trailers=False)
+            if problem is not None:
+                self._protocol_error(problem)
+                return
+            self._streams[event.stream_id] = _Stream(event.headers)
             self._server._stream_opened(len(self._streams))
+        elif isinstance(event, h2.events.TrailersReceived):
+            assert event.headers is not None
+            problem = malformed(event.headers, trailers=True)
+            if problem is not None:
+                self._protocol_error(problem)
         elif isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None and event.data is not None
             stream = self._streams.get(event.stream_id)
@@ -274,10 +323,7 @@ class _H2Connection(asyncio.Protocol):
             assert event.stream_id is not None
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                stream.task = asyncio.get_running_loop().create_task(
-                    self._answer(event.stream_id, _request_from(stream))
-                )
-                self._server._track(stream.task)
+                self._start_answer(event.stream_id, stream)
         elif isinstance(event, h2.events.StreamReset):
             assert event.stream_id is not None
             self._finish(event.stream_id, cancel=True)
@@ -295,14 +341,57 @@ class _H2Connection(asyncio.Protocol):
         if cancel and stream.task is not None:
             stream.task.cancel()
 
+    def _protocol_error(self, problem: str) -> None:
+        """What h2 does with a malformed header block: GOAWAY PROTOCOL_ERROR, then close."""
+        log.info("closing HTTP/2 connection after a protocol error: %s", problem)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self._flush()
+        self._close()
+
     # Answering one stream
 
-    async def _answer(self, stream_id: int, request: FakeRequest) -> None:
+    def _start_answer(self, stream_id: int, stream: _Stream) -> None:
         server = self._server
+        request = _request_from(stream)
         plan = server.faults
         fault = plan.pick()
         if fault is not None:
             server.stats.faults_injected[fault] += 1
+        if fault is None and plan.latency <= 0:
+            # The common case: nothing to wait for, so no task unless the handler needs one.
+            try:
+                result = server.handler(request)
+            except Exception:
+                log.exception("fake handler failed on %s %s", request.method, request.path)
+                result = FakeResponse(500)
+            if isinstance(result, FakeResponse) and self._respond_now(stream_id, result):
+                self._finish(stream_id)
+                return
+            answer = self._answer_later(stream_id, request, result)
+        else:
+            answer = self._answer(stream_id, request, fault)
+        stream.task = asyncio.get_running_loop().create_task(answer)
+        server._track(stream.task)
+
+    async def _answer_later(
+        self, stream_id: int, request: FakeRequest, result: Awaitable[FakeResponse] | FakeResponse
+    ) -> None:
+        """The handler's answer, once it is ready and the window lets it out."""
+        try:
+            if not isinstance(result, FakeResponse):
+                try:
+                    result = await result
+                except Exception:
+                    log.exception("fake handler failed on %s %s", request.method, request.path)
+                    result = FakeResponse(500)
+            await self._respond(stream_id, result)
+        finally:
+            self._finish(stream_id)
+
+    async def _answer(self, stream_id: int, request: FakeRequest, fault: str | None) -> None:
+        server = self._server
+        plan = server.faults
         try:
             if plan.latency > 0:
                 await asyncio.sleep(plan.latency)
@@ -321,16 +410,14 @@ class _H2Connection(asyncio.Protocol):
                 response = self._fault_response(fault, 429, plan.retry_after)
             else:
                 try:
-                    response = await server.handler(request)
+                    result = server.handler(request)
+                    response = result if isinstance(result, FakeResponse) else await result
                 except Exception:
                     log.exception("fake handler failed on %s %s", request.method, request.path)
                     response = FakeResponse(500)
             await self._respond(stream_id, response)
         finally:
-            # Pop without cancelling: this task is the one finishing.
-            stream = self._streams.pop(stream_id, None)
-            if stream is not None:
-                server._stream_closed()
+            self._finish(stream_id)  # without cancelling: this task is the one finishing
 
     def _fault_response(self, fault: str, status: int, retry_after: int) -> FakeResponse:
         body = self._server.fault_body(fault, status)
@@ -339,16 +426,37 @@ class _H2Connection(asyncio.Protocol):
             headers["content-type"] = "application/json"
         return FakeResponse(status, headers, body)
 
+    def _respond_now(self, stream_id: int, response: FakeResponse) -> bool:
+        """Answer at once if the flow-control window takes the whole body (the usual case);
+        False when it must wait for WINDOW_UPDATEs, and nothing was sent."""
+        if self._closed or stream_id not in self._streams:
+            return True
+        window = min(
+            self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
+        )
+        if len(response.body) > window:
+            return False
+        try:
+            if not response.body:
+                self._h2.send_headers(stream_id, _response_headers(response), end_stream=True)
+            else:
+                self._h2.send_headers(stream_id, _response_headers(response))
+                self._h2.send_data(stream_id, response.body, end_stream=True)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return True  # the client reset the stream or the connection is going away
+        self._schedule_flush()
+        return True
+
     async def _respond(self, stream_id: int, response: FakeResponse) -> None:
         if self._closed or stream_id not in self._streams:
             return
-        headers = [(":status", str(response.status))]
-        headers += [(name.lower(), value) for name, value in response.headers.items()]
         body = response.body
-        if body and "content-length" not in response.headers:
-            headers.append(("content-length", str(len(body))))
         try:
-            self._h2.send_headers(stream_id, headers)
+            if not body:
+                self._h2.send_headers(stream_id, _response_headers(response), end_stream=True)
+                self._schedule_flush()
+                return
+            self._h2.send_headers(stream_id, _response_headers(response))
             while True:
                 window = min(
                     self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
@@ -407,6 +515,14 @@ class _H2Connection(asyncio.Protocol):
             self._transport.close()
 
 
+def _response_headers(response: FakeResponse) -> list[tuple[bytes, bytes]]:
+    headers = [(b":status", str(response.status).encode())]
+    headers += [(name.lower().encode(), value.encode()) for name, value in response.headers.items()]
+    if response.body and "content-length" not in response.headers:
+        headers.append((b"content-length", str(len(response.body)).encode()))
+    return headers
+
+
 def _request_from(stream: _Stream) -> FakeRequest:
     pseudo: dict[bytes, bytes] = {}
     headers: dict[str, str] = {}
@@ -414,9 +530,12 @@ def _request_from(stream: _Stream) -> FakeRequest:
         if raw_name.startswith(b":"):
             pseudo[raw_name] = raw_value
             continue
-        name = raw_name.decode("ascii", "replace").lower()
+        name = raw_name.decode("ascii", "replace")
         value = raw_value.decode("utf-8", "replace")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        if name in headers:
+            # Split cookies are joined as RFC 9113 8.2.3 says (h2's normalization did this).
+            value = f"{headers[name]}{'; ' if name == 'cookie' else ', '}{value}"
+        headers[name] = value
     authority = pseudo.get(b":authority", b"").decode("ascii", "replace") or headers.get("host", "")
     return FakeRequest(
         method=pseudo.get(b":method", b"").decode("ascii", "replace"),
@@ -425,3 +544,127 @@ def _request_from(stream: _Stream) -> FakeRequest:
         body=bytes(stream.body),
         authority=authority,
     )
+
+
+# --- the header block checks ---------------------------------------------------------------
+# The rules of h2's inbound validation (h2.utilities.validate_headers after
+# normalize_inbound_headers), RFC 9113 8.2 and 8.3, as one loop. tests/fakes/test_h2server.py
+# holds them to h2's own on a table of header blocks.
+
+_PSEUDO_HEADERS = frozenset(
+    {b":method", b":scheme", b":authority", b":path", b":status", b":protocol"}
+)
+_CONNECTION_HEADERS = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
+)
+# A field name: no control characters, space, upper case, colon (but a pseudo-header's first) or
+# byte above 0x7e.
+_FIELD_NAME = re.compile(rb"[^\x00-\x20A-Z:\x7f-\xff]+")
+_WHITESPACE = frozenset(b" \t")
+
+
+def _bad_value(value: bytes) -> bool:
+    """A field value has no NUL, CR or LF, nor whitespace at either end (byte searches in C: a
+    regular expression took longer over a JWT)."""
+    return bool(value) and (
+        value[0] in _WHITESPACE
+        or value[-1] in _WHITESPACE
+        or b"\n" in value
+        or b"\r" in value
+        or b"\x00" in value
+    )
+
+
+def malformed(headers: Sequence[tuple[bytes, bytes]], *, trailers: bool) -> str | None:
+    """Why a received header block (a request's, or trailers) breaks HTTP/2's rules, else None."""
+    pseudo: set[bytes] = set()
+    regular_seen = False
+    method: bytes | None = None
+    authority: bytes | None = None
+    cookies: list[bytes] = []
+    hosts: list[bytes] = []
+    for header in headers:
+        name, value = header
+        if name[:1] == b":":
+            if name in pseudo:
+                return f"duplicate pseudo-header field {name!r}"
+            if regular_seen:
+                return f"pseudo-header field out of sequence: {name!r}"
+            if name not in _PSEUDO_HEADERS:
+                return f"custom pseudo-header field {name!r}"
+            pseudo.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":path" and not value and not trailers:
+                return "empty :path"
+            if _bad_value(value):
+                return f"bad value of {name!r}: {value!r}"
+        elif name == b"cookie":
+            cookies.append(value)  # joined first, as h2 does, and checked as one field below
+        else:
+            regular_seen = True
+            if header in _GOOD_FIELDS:
+                continue
+            problem = _field_problem(name, value)
+            if problem is not None:
+                return problem
+            if name == b"host":
+                hosts.append(value)
+            else:
+                _remember_good(header)
+    if cookies and _bad_value(b"; ".join(cookies)):
+        return "bad cookie value"
+    if trailers:
+        return f"pseudo-header fields in trailers: {sorted(pseudo)}" if pseudo else None
+    return _request_problem(pseudo, method, authority, hosts)
+
+
+# Fields (name and value) that passed ``_field_problem``: most of a request's headers repeat
+# those of the one before (authorization, topic, priority, …), and a set lookup is cheaper
+# than checking them again.
+_GOOD_FIELDS: set[tuple[bytes, bytes]] = set()
+
+
+def _remember_good(field: tuple[bytes, bytes]) -> None:
+    if len(_GOOD_FIELDS) >= 4096:
+        _GOOD_FIELDS.clear()  # unique values (ids) would otherwise pile up
+    _GOOD_FIELDS.add(field)
+
+
+def _field_problem(name: bytes, value: bytes) -> str | None:
+    """What is wrong with one regular (not pseudo-header, not cookie) field, else None."""
+    if _FIELD_NAME.fullmatch(name) is None:
+        return f"bad header name {name!r}"
+    if name in _CONNECTION_HEADERS:
+        return f"connection-specific header field {name!r}"
+    if name == b"te" and value.lower() != b"trailers":
+        return f"te: {value!r}"
+    if _bad_value(value):
+        return f"bad value of {name!r}: {value!r}"
+    return None
+
+
+def _request_problem(
+    pseudo: set[bytes], method: bytes | None, authority: bytes | None, hosts: list[bytes]
+) -> str | None:
+    if b":method" not in pseudo:
+        return "no :method"
+    if b":status" in pseudo:
+        return ":status in a request"
+    connect = method == b"CONNECT"
+    if connect and b":protocol" not in pseudo:
+        if pseudo & {b":scheme", b":path"}:
+            return "CONNECT with :scheme or :path"
+    elif not {b":scheme", b":path"} <= pseudo:
+        return "no :scheme or no :path"
+    if not connect and b":protocol" in pseudo:
+        return ":protocol without CONNECT"
+    if len(hosts) > 1:
+        return "several host headers"
+    if authority is None and not hosts:
+        return "neither :authority nor host"
+    if authority is not None and hosts and hosts[0] != authority:
+        return ":authority and host differ"
+    return None

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from chinwag.config import ApnsSettings
 from chinwag.push.base import DEFAULT_NETWORK, BaseSender, Network, provider_ssl_context
 from chinwag.push.errors import TransportError
-from chinwag.push.h2pool import H2Pool, H2Response
+from chinwag.push.h2pool import H2Pool, H2Response, PreparedHeaders
 from chinwag.push.model import (
     GENERIC_ALERT,
     DeviceTarget,
@@ -235,6 +235,8 @@ class ApnsSender(BaseSender[ApnsSettings]):
             max_connections=network.max_connections,
             connect_timeout=network.timeout,
         )
+        # The headers every notification repeats, per JWT: {(JWT, silent): prepared}.
+        self._prepared: dict[tuple[str, bool], PreparedHeaders] = {}
 
     @property
     def connections_opened(self) -> int:
@@ -262,29 +264,41 @@ class ApnsSender(BaseSender[ApnsSettings]):
         payload: bytes,
         token: ProviderToken,
     ) -> Outcome:
-        silent = notification.is_silent
         headers = [
-            ("authorization", f"bearer {token.value}"),
-            ("apns-topic", self.settings.topic),
-            # Apple requires background pushes to be sent with priority 5.
-            ("apns-push-type", "background" if silent else "alert"),
-            ("apns-priority", "5" if silent else "10"),
             ("apns-expiration", str(int(time.time()) + EXPIRATION_SECONDS)),
             # A re-sent alert replaces its first copy; a newer clear replaces an older one.
             ("apns-collapse-id", collapse_id(notification)),
         ]
         try:
-            response = await self._pool.request(
-                "POST",
+            response = await self._pool.send(
+                self._prepared_headers(token, notification.is_silent),
                 f"/3/device/{device.token.lower()}",
-                headers,
                 payload,
                 time_limit=self.timeout,
+                headers=headers,
                 unindexed=[("apns-id", device.delivery_id)],
             )
         except TransportError as error:
             return classify_transport(error)
         return _outcome_of(response)
+
+    def _prepared_headers(self, token: ProviderToken, silent: bool) -> PreparedHeaders:
+        prepared = self._prepared.get((token.value, silent))
+        if prepared is None:
+            if any(jwt != token.value for jwt, _ in self._prepared):
+                self._prepared.clear()  # a new JWT: the old one's headers are never sent again
+            prepared = self._pool.prepare(
+                "POST",
+                [
+                    ("authorization", f"bearer {token.value}"),
+                    ("apns-topic", self.settings.topic),
+                    # Apple requires background pushes to be sent with priority 5.
+                    ("apns-push-type", "background" if silent else "alert"),
+                    ("apns-priority", "5" if silent else "10"),
+                ],
+            )
+            self._prepared[(token.value, silent)] = prepared
+        return prepared
 
 
 def _outcome_of(response: H2Response) -> Outcome:

@@ -10,6 +10,11 @@ Failures that are the connection's (refused by GOAWAY, reset, dropped, timed out
 no HTTP/2 offered) raise one of the typed ``chinwag.push.errors.TransportError`` subclasses, never
 a library's exception; ``chinwag.push.outcome.classify_transport`` turns them into outcomes.
 Whatever the server answered, even an error status, is an ``H2Response``.
+
+Each request's time limit is kept by its connection, not by a timer of its own: one timer per
+connection, at the earliest deadline of its streams, fails what is overdue with
+``TransportTimeout`` and resets those streams (a timer and a cancel scope per request were a few
+per cent of the sender's CPU).
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ class H2Response:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedHeaders:
+    """The headers every request of one kind repeats (method, authority, credentials, …),
+    encoded to bytes once (``H2Pool.prepare``) instead of once per request."""
+
+    pseudo: tuple[tuple[bytes, bytes], ...]  # :method, :scheme, :authority
+    regular: tuple[tuple[bytes, bytes], ...]
 
 
 class H2Pool:
@@ -115,6 +129,32 @@ class H2Pool:
         HPACK table, as the path is, so that the repeated ones (the bearer token) stay indexed
         and cost one byte per request instead of being evicted and re-sent in full.
         """
+        return await self.send(
+            self.prepare(method, headers), path, body, time_limit=time_limit, unindexed=unindexed
+        )
+
+    def prepare(self, method: str, headers: Sequence[tuple[str, str]]) -> PreparedHeaders:
+        pseudo = (
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", self._authority),
+        )
+        return PreparedHeaders(
+            pseudo, tuple((name.encode(), value.encode()) for name, value in headers)
+        )
+
+    async def send(
+        self,
+        prepared: PreparedHeaders,
+        path: str,
+        body: bytes,
+        *,
+        time_limit: float,
+        headers: Sequence[tuple[str, str]] = (),
+        unindexed: Sequence[tuple[str, str]] = (),
+    ) -> H2Response:
+        """``request`` with the repeated headers prepared; ``headers`` are this request's own
+        (sent after the prepared ones), ``unindexed`` as for ``request``."""
         deadline = time.monotonic() + time_limit
         # Most requests find a connection with a free stream at once: no timer for them.
         connection = self._free_connection()
@@ -124,32 +164,27 @@ class H2Pool:
                     connection = await self._connection()
             except TimeoutError:
                 raise TransportTimeout("timeout waiting for a connection") from None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline <= time.monotonic():
             raise TransportTimeout("timeout")
         block: list[tuple[bytes, bytes]] = [
-            (b":method", method.encode()),
-            (b":scheme", b"https"),
-            (b":authority", self._authority),
+            *prepared.pseudo,
             NeverIndexedHeaderTuple(b":path", (self.base_path + path).encode()),
+            *prepared.regular,
         ]
         block += [(name.encode(), value.encode()) for name, value in headers]
         block += [
             NeverIndexedHeaderTuple(name.encode(), value.encode()) for name, value in unindexed
         ]
         try:
-            exchange = connection.start(block, body)
+            exchange = connection.start(block, body, deadline)
         except (OSError, h2.exceptions.ProtocolError) as exc:
             raise transport_error(exc) from None
         try:
-            async with asyncio.timeout(remaining):
-                return await exchange.future
-        except TimeoutError:
-            connection.check_alive(self._connect_timeout)
-            raise TransportTimeout("timeout") from None
-        finally:
-            if not exchange.future.done():
-                connection.cancel(exchange.stream_id)
+            # Past the deadline, the connection fails the future with TransportTimeout.
+            return await exchange.future
+        except asyncio.CancelledError:
+            connection.cancel(exchange.stream_id)  # the caller gave up: free the stream
+            raise
 
     async def aclose(self) -> None:
         self._closed = True
@@ -208,7 +243,7 @@ class H2Pool:
 
     async def _connect(self) -> _ClientConnection:
         loop = asyncio.get_running_loop()
-        connection = _ClientConnection(self._freed)
+        connection = _ClientConnection(self._freed, ping_timeout=self._connect_timeout)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await loop.create_connection(
@@ -269,26 +304,56 @@ class _LeanH2Connection(h2.connection.H2Connection):
 class _PlainLiteralEncoder(Encoder):
     """HPACK without Huffman coding of literals. The literals left are the per-request ones
     (path, id); Huffman would save ~20 bytes of each, at a pure-Python cost on both ends that
-    capped the fake's throughput below the sender's."""
+    capped the fake's throughput below the sender's.
+
+    It also remembers how each field that was sent as a table index was encoded: the constant
+    APNs headers (authorization, topic, push type, priority, …) are such indexes in every request
+    after the first, and hpack searches its tables for each of them, every time. An index is
+    valid until the dynamic table changes (an insertion shifts every dynamic index; a resize may
+    evict), so any change forgets them all. ``add`` is hpack's public per-field step of
+    ``encode``; tests/push/test_h2_private.py holds the output to a plain encoder's, byte for byte.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        if self.header_table.resized:
+            self._indexed.clear()
         return super().encode(headers, huffman=False)
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        encoded = self._indexed.get(to_add)
+        if encoded is not None:
+            return encoded
+        encoded = super().add(to_add, sensitive, huffman)
+        if encoded[0] & 0x80:  # the indexed representation: the table did not change
+            self._indexed[to_add] = encoded
+        elif not sensitive:  # a literal added to the table: every dynamic index moved
+            self._indexed.clear()
+        return encoded
 
 
 class _Exchange:
-    __slots__ = ("body", "future", "headers", "status", "stream_id")
+    __slots__ = ("body", "deadline", "future", "headers", "status", "stream_id")
 
-    def __init__(self, stream_id: int, future: asyncio.Future[H2Response]) -> None:
+    def __init__(self, stream_id: int, future: asyncio.Future[H2Response], deadline: float) -> None:
         self.stream_id = stream_id
         self.future = future
+        self.deadline = deadline  # time.monotonic()
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = bytearray()
 
 
 class _ClientConnection(asyncio.Protocol):
-    def __init__(self, on_stream_freed: Callable[[], None]) -> None:
+    def __init__(self, on_stream_freed: Callable[[], None], *, ping_timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
+        self._ping_timeout = ping_timeout
+        # The one timer for every stream's deadline, and when it fires (time.monotonic()).
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._exchanges: dict[int, _Exchange] = {}
         self._h2 = _LeanH2Connection(
             h2.config.H2Configuration(
@@ -354,13 +419,16 @@ class _ClientConnection(asyncio.Protocol):
         if self._ping_deadline is not None:
             self._ping_deadline.cancel()
             self._ping_deadline = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         self._fail_ready(ConnectionDropped("connection closed during setup"))
         self._fail_all(ConnectionDropped("connection_lost"))
         self._on_stream_freed()  # requests waiting for a stream may now open a new connection
 
     # Requests
 
-    def start(self, headers: list[tuple[bytes, bytes]], body: bytes) -> _Exchange:
+    def start(self, headers: list[tuple[bytes, bytes]], body: bytes, deadline: float) -> _Exchange:
         try:
             stream_id = self._h2.get_next_available_stream_id()
             self._h2.send_headers(stream_id, headers, end_stream=not body)
@@ -372,8 +440,10 @@ class _ClientConnection(asyncio.Protocol):
         except h2.exceptions.ProtocolError as exc:
             self.usable = False
             raise ConnectionDropped(f"cannot open stream: {exc}") from None
-        exchange = _Exchange(stream_id, self._loop.create_future())
+        exchange = _Exchange(stream_id, self._loop.create_future(), deadline)
         self._exchanges[stream_id] = exchange
+        if self._deadline_timer is None or deadline < self._timer_at:
+            self._arm_deadline_timer(deadline)
         if body:
             self._unsent[stream_id] = memoryview(body)
             self._send_bodies()
@@ -391,16 +461,40 @@ class _ClientConnection(asyncio.Protocol):
         self._on_stream_freed()
         self._close_if_drained()
 
-    def check_alive(self, within: float) -> None:
+    def _arm_deadline_timer(self, at: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._timer_at = at
+        self._deadline_timer = self._loop.call_later(
+            max(0.0, at - time.monotonic()), self._deadlines_passed
+        )
+
+    def _deadlines_passed(self) -> None:
+        """Fail the requests whose time is up, then wait for the next deadline. Most deadlines
+        pass long after their answer: the timer fires about once per time limit, not per request."""
+        self._deadline_timer = None
+        now = time.monotonic()
+        overdue = [e.stream_id for e in self._exchanges.values() if e.deadline <= now]
+        if overdue:
+            self.check_alive()
+            for stream_id in overdue:
+                exchange = self._exchanges[stream_id]
+                if not exchange.future.done():
+                    exchange.future.set_exception(TransportTimeout("timeout"))
+                self.cancel(stream_id)
+        if self._exchanges:
+            self._arm_deadline_timer(min(e.deadline for e in self._exchanges.values()))
+
+    def check_alive(self) -> None:
         """A request timed out: one slow answer, or a dead peer (a NAT forgot us, say)? A PING
-        tells; without its ACK in ``within`` seconds the connection is abandoned, so later
+        tells; without its ACK in the connect timeout the connection is abandoned, so later
         requests do not all wait out their timeouts on it."""
         if self._ping_deadline is not None or not self.usable:
             return
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self._h2.ping(b"chinwag!")
             self._schedule_flush()
-        self._ping_deadline = self._loop.call_later(within, self._ping_unanswered)
+        self._ping_deadline = self._loop.call_later(self._ping_timeout, self._ping_unanswered)
 
     def _ping_unanswered(self) -> None:
         self._ping_deadline = None
