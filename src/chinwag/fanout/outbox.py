@@ -5,10 +5,13 @@ device's test notification (``outbox.kind``); which devices each reaches is
 ``chinwag.fanout.policy.recipient_devices``. A test has no message: it becomes at most one
 delivery row, whose id it keeps in ``expanded_through`` so the test route can find its outcome.
 
-Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, ordered
-by device id with the last id kept in ``outbox.expanded_through``: a 50,000-device group never
-becomes 50,000 Python objects, and a worker killed mid-way leaves a cursor the next one resumes
-from. ``ON CONFLICT DO NOTHING`` on (message, device) makes a repeated batch harmless.
+Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, in the
+order of the policy's cursor (``policy.Cursor``: for an alert, members by user id and each one's
+devices by id), with the last (user id, device id) kept in ``outbox.expanded_user_id`` and
+``expanded_through``: a 50,000-device group never becomes 50,000 Python objects, each batch reads
+its own rows only (an index seeks the cursor), and a worker killed mid-way leaves a cursor the
+next one resumes from. ``ON CONFLICT DO NOTHING`` on (message, device) makes a repeated batch
+harmless.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from chinwag.fanout.policy import (
     MESSAGE_DELETED,
+    Cursor,
     cancelled_by_removal,
     recipient_devices,
     reconsidered,
@@ -44,6 +48,11 @@ class OutboxClaim:
     kind: DeliveryKind = DeliveryKind.ALERT
     user_id: int = 0  # the reader, for a clear; the device's owner, for a test
     device_id: int = 0  # the device, for a test (message_id, chat_id and sender_id are 0)
+    expanded_user_id: int = 0  # with expanded_through, the cursor of the expansion
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.expanded_user_id, self.expanded_through)
 
 
 def claim_outbox(
@@ -67,6 +76,7 @@ def claim_outbox(
                 outbox.c.id,
                 outbox.c.message_id,
                 outbox.c.expanded_through,
+                outbox.c.expanded_user_id,
                 outbox.c.kind,
                 outbox.c.user_id,
                 outbox.c.device_id,
@@ -89,6 +99,7 @@ def claim_outbox(
             chat_id=by_message[c.message_id].chat_id if c.message_id else 0,
             sender_id=by_message[c.message_id].sender_id if c.message_id else 0,
             expanded_through=c.expanded_through,
+            expanded_user_id=c.expanded_user_id,
             kind=DeliveryKind(c.kind),
             user_id=c.user_id,
             device_id=c.device_id or 0,
@@ -131,17 +142,20 @@ def expand_batch(
                 .where(cancelled_by_removal(claim.message_id))
                 .values(status=DeliveryStatus.SKIPPED, last_error=MESSAGE_DELETED, updated_at=now)
             )
-        batch = recipient_devices(claim, claim.expanded_through).limit(batch_size).subquery()
-        last_id, count = conn.execute(
-            sa.select(sa.func.max(batch.c.device_id), sa.func.count()).select_from(batch)
-        ).one()
-        count = int(count or 0)
-        if count:
+        # The batch's last row is the new cursor; the rows written are those up to it, not the
+        # first batch_size again: on PostgreSQL a device committed between the two statements
+        # would push the last one out of a LIMIT, and the cursor would pass it unwritten.
+        batch = conn.execute(recipient_devices(claim, claim.cursor).limit(batch_size)).all()
+        count = len(batch)
+        through = claim.cursor
+        if batch:
+            through = Cursor(batch[-1].user_id, batch[-1].device_id)
+            chosen = recipient_devices(claim, claim.cursor, through).subquery()
             rows = sa.select(
                 sa.literal(claim.message_id, type_=sa.BigInteger).label("message_id"),
-                batch.c.device_id,
-                batch.c.user_id,
-                batch.c.platform,
+                chosen.c.device_id,
+                chosen.c.user_id,
+                chosen.c.platform,
                 sa.literal(claim.kind.value).label("kind"),
                 sa.literal(DeliveryStatus.PENDING.value).label("status"),
                 sa.literal(0).label("attempts"),
@@ -149,7 +163,7 @@ def expand_batch(
                 sa.literal(now, type_=sa.Float).label("created_at"),
                 sa.literal(now, type_=sa.Float).label("updated_at"),
             ).where(
-                batch.c.device_id > 0
+                chosen.c.device_id > 0
             )  # a WHERE keeps SQLite's INSERT…SELECT…ON CONFLICT parseable
             insert = _insert_ignoring_duplicates(db).from_select(
                 [
@@ -168,19 +182,19 @@ def expand_batch(
             )
             conn.execute(insert)
         done = count < batch_size
-        through = int(last_id) if last_id is not None else claim.expanded_through
         conn.execute(
             outbox.update()
             .where(outbox.c.id == claim.outbox_id)
             .values(
-                expanded_through=through,
+                expanded_through=through.device_id,
+                expanded_user_id=through.user_id,
                 state=OutboxState.DONE if done else OutboxState.PENDING,
                 lease_until=None if done else now + lease_seconds,
                 lease_owner=None if done else owner,
                 updated_at=now,
             )
         )
-    advanced = replace(claim, expanded_through=through)
+    advanced = replace(claim, expanded_through=through.device_id, expanded_user_id=through.user_id)
     return advanced, count, done
 
 
@@ -191,7 +205,7 @@ def _expand_test(
     outbox row's completion in one transaction: it cannot be written twice."""
     with db.write() as conn:
         _extend_lease(conn, claim, owner, now, lease_seconds)
-        device = conn.execute(recipient_devices(claim, 0)).first()
+        device = conn.execute(recipient_devices(claim, Cursor())).first()
         delivery_id = 0
         if device is not None:
             delivery_id = conn.execute(
