@@ -14,7 +14,7 @@ from tests.support.seed import add_devices
 
 from chinwag.fanout import RetryPolicy, Worker, WorkerOptions
 from chinwag.fanout.outbox import claim_outbox, expand_batch
-from chinwag.push.model import DeviceTarget, Outcome, OutcomeKind
+from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries
 
@@ -184,6 +184,18 @@ def test_each_full_expansion_batch_wakes_the_other_workers(api: Api, db: Databas
     assert rings == ["ring", "ring"]
 
 
+class GatedDispatcher(RecordingDispatcher):
+    """Sends wait at a gate the test opens: a step cannot record them before the test is ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def _answer(self, device: DeviceTarget, notification: Notification) -> Outcome:
+        await self.gate.wait()
+        return await super()._answer(device, notification)
+
+
 def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
     api: Api, db: Database
 ) -> None:
@@ -191,15 +203,19 @@ def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
     them (dropped, their rows stayed `sending` under a lease the heartbeat kept renewing)."""
     sender, chat_id, _clients = _setup_group(api, members=2, devices_each=2)
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "while the database hiccups"})
-    dispatcher = RecordingDispatcher()
+    dispatcher = GatedDispatcher()
     worker = Worker(db, dispatcher)
 
     async def scenario() -> None:
         worker._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + 30
-        while len(dispatcher.sent) < 4 or worker._in_flight:  # claimed, sent, not yet recorded
+        while len(worker._in_flight) < 4:  # claimed, and held at the gate
+            assert time.monotonic() < deadline, "the sends did not start"
+            await worker._step()
+            await asyncio.sleep(0.01)
+        dispatcher.gate.set()
+        while len(dispatcher.sent) < 4 or worker._in_flight:  # sent, not yet recorded
             assert time.monotonic() < deadline, "the sends did not finish"
-            worker._results or await worker._step()
             await asyncio.sleep(0.01)
         # The write of the outcomes fails: the table is briefly not there (as during a restart).
         with db.write() as conn:

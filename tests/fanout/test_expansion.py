@@ -1,14 +1,19 @@
-"""The expansion's cursor against real databases: members by user id, each one's devices by id,
-every recipient written once across batches, lease loss and takeover, and a plan that seeks."""
+"""The expansion against real databases: its cursor (members by user id, each one's devices by
+id), every recipient written once across batches, lease loss and takeover, a plan that seeks, and
+the rows it writes already claimed for the expanding worker's free send slots."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 import sqlalchemy as sa
+from tests.fanout.recording import RecordingDispatcher
 from tests.support.seed import add_chat, add_devices_of, add_members, add_users
 
+from chinwag.fanout import Worker, WorkerOptions
+from chinwag.fanout.deliveries import claim_deliveries, load_claimed
 from chinwag.fanout.outbox import LeaseLost, OutboxClaim, claim_outbox, expand_batch
 from chinwag.fanout.policy import Cursor, recipient_devices
 from chinwag.store.database import Database
@@ -147,3 +152,80 @@ def test_a_clear_resumes_after_the_readers_last_device(db: Database) -> None:
     with db.read() as conn:
         rest = conn.execute(recipient_devices(fanout, Cursor(reader, ids[1]))).all()
     assert [r.device_id for r in rest] == ids[2:]
+
+
+def _rows(db: Database, message_id: int) -> dict[int, tuple[str, str | None, float | None]]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                deliveries.c.id,
+                deliveries.c.status,
+                deliveries.c.lease_owner,
+                deliveries.c.lease_until,
+            ).where(deliveries.c.message_id == message_id)
+        )
+        return {r.id: (r.status, r.lease_owner, r.lease_until) for r in rows}
+
+
+def test_rows_within_the_room_are_written_claimed_and_the_rest_pending(db: Database) -> None:
+    """With room for 2 APNs sends, the batch's first 2 APNs rows are written `sending` under
+    the expander's lease and come back to it; the others are `pending` for any worker, and
+    the claimed ones load as a claim's would."""
+    message_id, by_user = _group(db, members=5, devices_each=1)
+    now = time.time()
+    (claim,) = claim_outbox(db, "w", now, 60, 1)
+    mine: list[int] = []
+    expand_batch(db, claim, "w", now, 60, 100, {"apns": 2, "fcm": 5}, mine)
+    rows = _rows(db, message_id)
+    assert len(rows) == 5 and len(mine) == 2
+    assert {rows[i] for i in mine} == {("sending", "w", now + 60)}
+    assert {rows[i] for i in set(rows) - set(mine)} == {("pending", None, None)}
+    loaded = load_claimed(db, "w", now, mine)
+    assert sorted(c.delivery_id for c in loaded) == sorted(mine)
+    assert all(c.skip is None and c.notification.preview == "hi" for c in loaded)
+    first_two = [d for user_id in sorted(by_user) for d in by_user[user_id]][:2]
+    assert sorted(c.target.device_id for c in loaded) == sorted(first_two)
+
+
+def test_a_repeated_batch_claims_none_of_the_rows_written_before(db: Database) -> None:
+    """Rows an earlier pass wrote (a worker that died before moving the cursor) are skipped by
+    the insert, so the repeat claims none of them: they are claimed as usual, once."""
+    message_id, _ = _group(db, members=3, devices_each=1)
+    now = time.time()
+    (claim,) = claim_outbox(db, "w", now, 60, 1)
+    expand_batch(db, claim, "w", now, 60, 2)
+    mine: list[int] = []
+    expand_batch(db, claim, "w", now, 60, 2, {"apns": 10}, mine)  # from the same cursor
+    assert mine == []
+    assert len(_rows(db, message_id)) == 2
+    assert {status for status, _, _ in _rows(db, message_id).values()} == {"pending"}
+
+
+def test_rows_claimed_by_a_dead_expander_go_to_another_worker_when_its_lease_ends(
+    db: Database,
+) -> None:
+    """An expander that dies after writing its rows claimed holds them for one lease only:
+    then another worker's claim takes them, as it takes any dead worker's rows."""
+    _group(db, members=3, devices_each=1)
+    now = time.time()
+    (claim,) = claim_outbox(db, "dead", now, 10, 1)
+    mine: list[int] = []
+    expand_batch(db, claim, "dead", now, 10, 100, {"apns": 10}, mine)
+    assert len(mine) == 3
+    assert claim_deliveries(db, "b", now + 5, 10, 100) == []
+    taken = claim_deliveries(db, "b", now + 11, 10, 100)
+    assert sorted(c.delivery_id for c in taken) == sorted(mine)
+
+
+def test_the_worker_sends_the_rows_it_expanded_without_claiming_them_again(db: Database) -> None:
+    """With free slots, every row of a 30-device fan-out is written claimed by the expanding
+    worker and sent once; a worker with no slot free leaves every row to a claim."""
+    message_id, by_user = _group(db, members=30, devices_each=1)
+    dispatcher = RecordingDispatcher()
+    worker = Worker(db, dispatcher, WorkerOptions(expand_batch=8))
+    asyncio.run(worker.run_until_idle(limit_seconds=30))
+    assert worker.stats["claimed_by_expansion"] == 30
+    assert sorted(d.device_id for d, _ in dispatcher.sent) == sorted(
+        d for ids in by_user.values() for d in ids
+    )
+    assert {status for status, _, _ in _rows(db, message_id).values()} == {"delivered"}

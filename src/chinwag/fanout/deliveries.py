@@ -145,6 +145,32 @@ def claim_deliveries(
             rows, batches = _apply_email_digest(conn, rows, owner, now, lease, digest_seconds)
     # The rows are ours now (leased): what to send them is read after the commit, so that the
     # write lock (SQLite's one, which a send waits for) is held for the UPDATE alone.
+    return _load(db, owner, now, [r.id for r in returned], ids, test_ids, rows, batches, held)
+
+
+def load_claimed(
+    db: Database, owner: str, now: float, ids: Sequence[int], held: set[int] | None = None
+) -> list[ClaimedDelivery]:
+    """What to send the rows an expansion wrote already leased to this worker
+    (``expand_batch(..., room=...)``): the send-time check, quiet hours and badges exactly as
+    for the rows of a claim, without the claim's UPDATE. Never a test's or a digest's rows (the
+    expansion writes those unclaimed)."""
+    if not ids:
+        return []
+    return _load(db, owner, now, ids, list(ids), [], None, {}, held)
+
+
+def _load(
+    db: Database,
+    owner: str,
+    now: float,
+    leased: Sequence[int],
+    ids: list[int],
+    test_ids: list[int],
+    rows: list[sa.Row[tuple[object, ...]]] | None,
+    batches: dict[int, list[sa.Row[tuple[object, ...]]]],
+    held: set[int] | None,
+) -> list[ClaimedDelivery]:
     try:
         with db.read() as conn:
             if rows is None:
@@ -152,7 +178,7 @@ def claim_deliveries(
             tests = list(conn.execute(_test_details_query(test_ids)).all()) if test_ids else []
             badges = badge_counts(conn, [r.user_id for r in rows if carries_badge(r.kind)])
     except sa.exc.SQLAlchemyError as exc:
-        raise ClaimNotLoaded([r.id for r in returned]) from exc
+        raise ClaimNotLoaded(leased) from exc
     # The rows of one claim are mostly the devices of a few messages: they share one
     # Notification per (message, kind, badge) instead of building one per device.
     shared: dict[tuple[object, ...], Notification] = {}

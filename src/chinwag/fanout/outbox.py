@@ -16,7 +16,9 @@ harmless.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -115,8 +117,15 @@ def expand_batch(
     now: float,
     lease_seconds: float,
     batch_size: int,
+    room: Mapping[str, int] | None = None,
+    claimed: list[int] | None = None,
 ) -> tuple[OutboxClaim, int, bool]:
-    """Write the next batch of delivery rows; return the advanced claim, rows added, and done."""
+    """Write the next batch of delivery rows; return the advanced claim, rows added, and done.
+
+    With ``room`` (platform: how many), the batch's first rows of each platform, up to that
+    many, are written already claimed by ``owner`` (`sending`, under its lease), and their ids
+    added to ``claimed``: the worker sends them without a claim of its own (see
+    ``deliveries.load_claimed``). The other rows are written `pending`, for any worker."""
     if claim.kind is DeliveryKind.TEST:
         return _expand_test(db, claim, owner, now, lease_seconds)
     with db.write() as conn:
@@ -151,15 +160,21 @@ def expand_batch(
         if batch:
             through = Cursor(batch[-1].user_id, batch[-1].device_id)
             chosen = recipient_devices(claim, claim.cursor, through).subquery()
+            take = _first_of_each_platform(batch, room or {})
+            mine = chosen.c.device_id.in_(take)
             rows = sa.select(
                 sa.literal(claim.message_id, type_=sa.BigInteger).label("message_id"),
                 chosen.c.device_id,
                 chosen.c.user_id,
                 chosen.c.platform,
                 sa.literal(claim.kind.value).label("kind"),
-                sa.literal(DeliveryStatus.PENDING.value).label("status"),
+                _if_taken(
+                    mine, take, DeliveryStatus.SENDING.value, DeliveryStatus.PENDING.value
+                ).label("status"),
                 sa.literal(0).label("attempts"),
                 sa.literal(now, type_=sa.Float).label("next_attempt_at"),
+                _if_taken(mine, take, now + lease_seconds).label("lease_until"),
+                _if_taken(mine, take, owner).label("lease_owner"),
                 sa.literal(now, type_=sa.Float).label("created_at"),
                 sa.literal(now, type_=sa.Float).label("updated_at"),
             ).where(
@@ -175,12 +190,20 @@ def expand_batch(
                     "status",
                     "attempts",
                     "next_attempt_at",
+                    "lease_until",
+                    "lease_owner",
                     "created_at",
                     "updated_at",
                 ],
                 rows,
             )
-            conn.execute(insert)
+            if take and claimed is not None:
+                # Only the rows inserted come back: a repeated batch's rows, written by an
+                # earlier worker, are not ours and are claimed as usual.
+                written = conn.execute(insert.returning(deliveries.c.id, deliveries.c.status))
+                claimed.extend(r.id for r in written if r.status == DeliveryStatus.SENDING)
+            else:
+                conn.execute(insert)
         done = count < batch_size
         conn.execute(
             outbox.update()
@@ -236,6 +259,29 @@ def _expand_test(
             )
         )
     return replace(claim, expanded_through=delivery_id), int(device is not None), True
+
+
+def _first_of_each_platform(
+    batch: Sequence[sa.Row[tuple[int, int, str]]], room: Mapping[str, int]
+) -> list[int]:
+    """The device ids of the batch's first rows of each platform, up to its room."""
+    left = dict(room)
+    taken: list[int] = []
+    for row in batch:
+        if left.get(row.platform, 0) > 0:
+            left[row.platform] -= 1
+            taken.append(row.device_id)
+    return taken
+
+
+def _if_taken(
+    mine: sa.ColumnElement[bool], take: list[int], value: object, otherwise: object = None
+) -> sa.ColumnElement[Any]:
+    """``value`` for the rows written claimed (``mine``), ``otherwise`` for the rest."""
+    rest = sa.null() if otherwise is None else sa.literal(otherwise)
+    if not take:
+        return rest
+    return sa.case((mine, sa.literal(value)), else_=rest)
 
 
 def release_outbox(db: Database, claims: list[OutboxClaim], owner: str, now: float) -> None:

@@ -35,6 +35,7 @@ from chinwag.fanout.deliveries import (
     RetryPolicy,
     claim_deliveries,
     delivery_summaries,
+    load_claimed,
     next_due_at,
     record_outcomes,
     release_deliveries,
@@ -198,6 +199,8 @@ class Worker:
             self._expanding.extend(claims)
             progressed |= bool(claims)
         for claim in list(self._expanding):
+            room = await self._expansion_room()
+            mine: list[int] = []
             try:
                 advanced, added, done = await self._db(
                     expand_batch,
@@ -207,6 +210,8 @@ class Worker:
                     self._now(),
                     opts.lease_seconds,
                     opts.expand_batch,
+                    room,
+                    mine,
                 )
             except LeaseLost as exc:
                 # Another worker resumes it from the cursor; the other claims carry on.
@@ -223,6 +228,8 @@ class Worker:
             self._count("expanded", added)
             if added >= opts.expand_batch and self._wake_peers is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._wake_peers)
+            if mine:
+                await self._send_claimed_by_expansion(mine)
         # A send takes its provider's slot in its first step: let sends started by the last
         # step take theirs, so that this claim is sized by what is really free.
         await asyncio.sleep(0)
@@ -275,6 +282,32 @@ class Worker:
             await self._db(ratelimit.prune, self.db)
             await self._prune_stale_devices()
         return progressed
+
+    async def _expansion_room(self) -> dict[str, int]:
+        """How many of the next expansion batch's rows to write already claimed by this worker:
+        as many as a claim would take now (``_claim_room``), so that they are sent without a
+        claim of their own (each row written once, not inserted then updated). Never email rows
+        while digests are on: a digest is planned under the claim's write lock."""
+        await asyncio.sleep(0)  # sends started since the last batch take their slots first
+        room = self._claim_room()
+        if self.options.email_digest_seconds > 0:
+            room[Platform.EMAIL.value] = 0
+        if self._results and any(room.values()):
+            await self._flush()  # as before a claim: finished sends give their slots back first
+        return room
+
+    async def _send_claimed_by_expansion(self, ids: list[int]) -> None:
+        held: set[int] = set()
+        try:
+            claimed = await self._db(load_claimed, self.db, self.owner, self._now(), ids, held)
+        except ClaimNotLoaded as lost:
+            # As for a claim: ours until handed back, which the next step does first.
+            self._unloaded = (*self._unloaded, *lost.ids)
+            raise
+        self._count("claimed_by_expansion", len(ids))
+        self._changed_messages |= held
+        for item in claimed:
+            self._start_send(item)
 
     async def _prune_stale_devices(self) -> None:
         days = self.options.device_stale_days
