@@ -229,3 +229,11 @@ def test_the_worker_sends_the_rows_it_expanded_without_claiming_them_again(db: D
         d for ids in by_user.values() for d in ids
     )
     assert {status for status, _, _ in _rows(db, message_id).values()} == {"delivered"}
+
+
+def test_the_details_of_a_claim_are_read_in_the_order_they_are_unpacked() -> None:
+    """``_claimed`` unpacks a details row by position: the query's columns are in that order."""
+    from chinwag.fanout import deliveries as module
+
+    selected = tuple(module._details_query([1]).selected_columns.keys())
+    assert selected == module._DETAILS_COLUMNS
