@@ -58,6 +58,9 @@ STALE_DEVICES = Counter(
     "Devices deactivated because their app had not registered them for CHINWAG_DEVICE_STALE_DAYS",
 )
 
+# The delivery panel's updates take at most one part in this many of the worker's time.
+SUMMARY_COST_FACTOR = 20.0
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -82,7 +85,9 @@ class WorkerOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Email devices get at most one email per chat per this many seconds (0: one per message).
     email_digest_seconds: float = 0.0
-    # Senders watching a message's delivery panel get an update at most this often.
+    # Senders watching a message's delivery panel get an update at most this often, and never
+    # sooner than SUMMARY_COST_FACTOR times what the last update took: counting a message's rows
+    # reads all of them, so a fixed interval would cost a large fan-out its size squared.
     summary_every: float = 0.5
     prune_every: float = 3600.0
     # The pruning deactivates devices not registered again for this many days (0: never).
@@ -134,6 +139,7 @@ class Worker:
         self._last_flush = clock()
         self._changed_messages: set[int] = set()
         self._last_summary: float | None = None
+        self._summary_gap = self.options.summary_every
         self._last_prune: float | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -273,7 +279,7 @@ class Worker:
             await self._flush()
             progressed = True
         if self._changed_messages and (
-            not self._in_flight or self._elapsed(self._last_summary, opts.summary_every)
+            not self._in_flight or self._elapsed(self._last_summary, self._summary_gap)
         ):
             await self._publish_summaries()
         if self._elapsed(self._last_prune, opts.prune_every):
@@ -413,12 +419,14 @@ class Worker:
     async def _publish_summaries(self) -> None:
         """Tell each sender how their message's fan-out stands (the live delivery panel)."""
         changed, self._changed_messages = self._changed_messages, set()
-        self._last_summary = self._clock()
+        self._last_summary = started = self._clock()
         try:
             await self._db(_publish_delivery_events, self.db, sorted(changed))
         except Exception:
             self._changed_messages |= changed  # the senders' panels still need them
             raise
+        took = self._clock() - started
+        self._summary_gap = max(self.options.summary_every, SUMMARY_COST_FACTOR * took)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         timeout = self.options.sweep_interval
