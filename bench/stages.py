@@ -5,7 +5,8 @@ APNs devices at 0 ms provider latency, several times. The CPU time of each of it
 from /proc: the main thread runs the event loop (send: the sender, HTTP/2, HPACK, TLS, asyncio),
 the database thread runs every SQL statement. py-spy samples the process from outside at the
 same time, and the database thread's samples are put in the stage their stack is in: claim
-(``claim_outbox``, ``claim_deliveries``), expand (``expand_batch``), record (``record_outcomes``)
+(``claim_outbox``, ``claim_deliveries``, and ``load_claimed``, which reads what to send the rows
+an expansion wrote already claimed), expand (``expand_batch``), record (``record_outcomes``)
 and other database work (lease renewals, summaries, due-time reads). CPU per notification of a
 database stage = the database thread's CPU ÷ notifications x the stage's share of its samples
 (shares, not counts: on a loaded machine a thread waiting for a core is sampled too).
@@ -37,6 +38,7 @@ DATABASE_THREAD = "concurrent/futures/thread.py"  # the worker's one-thread exec
 MARKERS = (
     ("claim_deliveries", "claim"),
     ("claim_outbox", "claim"),
+    ("load_claimed", "claim"),
     ("expand_batch", "expand"),
     ("record_outcomes", "record"),
     ("renew_leases", "other database"),

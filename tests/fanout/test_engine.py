@@ -7,14 +7,16 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from tests.conftest import Api
 from tests.fanout.recording import RecordingDispatcher
 from tests.support.seed import add_devices
 
 from chinwag.fanout import RetryPolicy, Worker, WorkerOptions
+from chinwag.fanout import worker as worker_module
 from chinwag.fanout.outbox import claim_outbox, expand_batch
-from chinwag.push.model import DeviceTarget, Outcome, OutcomeKind
+from chinwag.push.model import DeviceTarget, Notification, Outcome, OutcomeKind
 from chinwag.store.database import Database
 from chinwag.store.schema import deliveries
 
@@ -184,6 +186,18 @@ def test_each_full_expansion_batch_wakes_the_other_workers(api: Api, db: Databas
     assert rings == ["ring", "ring"]
 
 
+class GatedDispatcher(RecordingDispatcher):
+    """Sends wait at a gate the test opens: a step cannot record them before the test is ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def _answer(self, device: DeviceTarget, notification: Notification) -> Outcome:
+        await self.gate.wait()
+        return await super()._answer(device, notification)
+
+
 def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
     api: Api, db: Database
 ) -> None:
@@ -191,15 +205,19 @@ def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
     them (dropped, their rows stayed `sending` under a lease the heartbeat kept renewing)."""
     sender, chat_id, _clients = _setup_group(api, members=2, devices_each=2)
     sender.post(f"/v1/chats/{chat_id}/messages", json={"body": "while the database hiccups"})
-    dispatcher = RecordingDispatcher()
+    dispatcher = GatedDispatcher()
     worker = Worker(db, dispatcher)
 
     async def scenario() -> None:
         worker._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + 30
-        while len(dispatcher.sent) < 4 or worker._in_flight:  # claimed, sent, not yet recorded
+        while len(worker._in_flight) < 4:  # claimed, and held at the gate
+            assert time.monotonic() < deadline, "the sends did not start"
+            await worker._step()
+            await asyncio.sleep(0.01)
+        dispatcher.gate.set()
+        while len(dispatcher.sent) < 4 or worker._in_flight:  # sent, not yet recorded
             assert time.monotonic() < deadline, "the sends did not finish"
-            worker._results or await worker._step()
             await asyncio.sleep(0.01)
         # The write of the outcomes fails: the table is briefly not there (as during a restart).
         with db.write() as conn:
@@ -221,3 +239,40 @@ def test_outcomes_survive_a_failed_write_and_are_recorded_on_the_next_step(
         statuses = Counter(conn.execute(sa.select(deliveries.c.status)).scalars())
     assert statuses == {"delivered": 4}
     assert len(dispatcher.sent) == 4  # recorded, not sent again
+
+
+def test_delivery_panel_updates_are_spaced_by_what_they_cost(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update of the senders' delivery panels that took 0.1 s (counting a large fan-out's
+    rows) is followed by the next no sooner than 20 times that, 2 s; a cheap one by
+    summary_every, as before."""
+    ticks = [0.0]
+    cost = [0.1]
+    published: list[list[int]] = []
+
+    def publish(_db: Database, message_ids: list[int]) -> None:
+        published.append(message_ids)
+        ticks[0] += cost[0]
+
+    monkeypatch.setattr(worker_module, "_publish_delivery_events", publish)
+    worker = Worker(
+        db, RecordingDispatcher(), WorkerOptions(summary_every=0.5), clock=lambda: ticks[0]
+    )
+
+    async def scenario() -> None:
+        worker._changed_messages = {7}
+        await worker._publish_summaries()
+        assert worker._summary_gap == pytest.approx(2.0)
+        assert not worker._elapsed(worker._last_summary, worker._summary_gap)
+        ticks[0] += 1.8  # 1.9 s after the update began
+        assert not worker._elapsed(worker._last_summary, worker._summary_gap)
+        ticks[0] += 0.15
+        assert worker._elapsed(worker._last_summary, worker._summary_gap)
+        cost[0] = 0.001
+        worker._changed_messages = {7}
+        await worker._publish_summaries()
+        assert worker._summary_gap == 0.5
+
+    asyncio.run(scenario())
+    assert published == [[7], [7]]

@@ -318,7 +318,9 @@ def test_a_test_reaches_its_device_if_still_the_owners_active_and_verified(
 
     def reached(device_id: int) -> list[int]:
         fanout = Fanout(DeliveryKind.TEST, 0, 0, 0, owner, device_id)
-        return [row.device_id for row in conn.execute(policy.recipient_devices(fanout, 0))]
+        return [
+            row.device_id for row in conn.execute(policy.recipient_devices(fanout, policy.Cursor()))
+        ]
 
     assert reached(usable) == [usable]
     assert reached(inactive) == reached(unverified) == reached(theirs) == []
@@ -336,9 +338,11 @@ def test_clear_reaches_the_readers_active_badge_devices(conn: Connection) -> Non
     _device(conn, reader, "apns", active=False)
     _device(conn, other, "apns")
     fanout = Fanout(DeliveryKind.CLEAR, message_id, chat_id, other, reader)
-    found = conn.execute(policy.recipient_devices(fanout, 0)).all()
+    found = conn.execute(policy.recipient_devices(fanout, policy.Cursor())).all()
     assert [row.device_id for row in found] == wanted
-    after_first = conn.execute(policy.recipient_devices(fanout, wanted[0])).all()
+    after_first = conn.execute(
+        policy.recipient_devices(fanout, policy.Cursor(reader, wanted[0]))
+    ).all()
     assert [row.device_id for row in after_first] == wanted[1:]
 
 
@@ -363,7 +367,7 @@ def test_removal_reaches_devices_that_showed_the_alert(conn: Connection) -> None
         if reached:
             wanted.append(device_id)
     fanout = Fanout(DeliveryKind.REMOVAL, message_id, chat_id, sender, 0)
-    found = conn.execute(policy.recipient_devices(fanout, 0)).all()
+    found = conn.execute(policy.recipient_devices(fanout, policy.Cursor())).all()
     assert [row.device_id for row in found] == wanted
 
 

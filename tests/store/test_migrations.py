@@ -15,9 +15,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from chinwag.fanout.outbox import claim_outbox, expand_batch
+from chinwag.fanout.policy import Cursor
 from chinwag.store.database import Database
 from chinwag.store.migrate import alembic_config, current_revision, downgrade, upgrade
-from chinwag.store.schema import devices, metadata, outbox, users
+from chinwag.store.schema import deliveries, devices, metadata, outbox, users
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -210,3 +212,63 @@ def test_upgrading_a_used_database_keeps_every_row_and_every_reference(empty: Da
                 "VALUES (1, 999, 2, 'fcm', 'pending', :now, :now, :now)"
             ).bindparams(now=now)
         )
+
+
+def test_expansion_cursor_migration_resumes_clears_and_restarts_half_expanded_alerts(
+    empty: Database,
+) -> None:
+    """0009 adds the cursor's user id: a half-expanded clear (one user's devices, still in
+    device order) keeps its place, a half-expanded alert starts again from the first member
+    (its rows kept, none written twice), and every outbox row is kept; going back restarts
+    the alert alone, whose bare device id the old order would misread."""
+    upgrade(empty, "0008")
+    now = time.time()
+    rows = [
+        "INSERT INTO users (id, username, display_name, password_hash, created_at) "
+        "VALUES (1, 'a', 'a', 'x', :now), (2, 'b', 'b', 'x', :now), (3, 'c', 'c', 'x', :now)",
+        "INSERT INTO chats (id, title, created_by, created_at) VALUES (1, 't', 1, :now)",
+        "INSERT INTO memberships (chat_id, user_id, joined_at) "
+        "VALUES (1, 1, :now), (1, 2, :now), (1, 3, :now)",
+        "INSERT INTO messages (id, chat_id, sender_id, body, created_at) "
+        "VALUES (1, 1, 1, 'hi', :now)",
+        "INSERT INTO devices (id, user_id, platform, token, token_hash, created_at, updated_at, "
+        "refreshed_at) VALUES (1, 3, 'fcm', 't1', 't1', :now, :now, :now), "
+        "(2, 2, 'fcm', 't2', 't2', :now, :now, :now), (3, 3, 'fcm', 't3', 't3', :now, :now, :now)",
+        # The alert's old cursor: device 1 (user 3's) written, devices 2 and 3 not yet.
+        "INSERT INTO deliveries (message_id, device_id, user_id, platform, status, "
+        "next_attempt_at, created_at, updated_at) "
+        "VALUES (1, 1, 3, 'fcm', 'delivered', :now, :now, :now)",
+        "INSERT INTO outbox (id, message_id, kind, user_id, state, expanded_through, due_at, "
+        "created_at, updated_at) VALUES (1, 1, 'alert', 0, 'pending', 1, :now, :now, :now), "
+        "(2, 1, 'clear', 3, 'pending', 1, :now, :now, :now), "
+        "(3, 1, 'removal', 0, 'done', 1, :now, :now, :now)",
+    ]
+    with empty.write() as conn:
+        for row in rows:
+            conn.execute(sa.text(row).bindparams(now=now))
+    upgrade(empty)
+    with empty.read() as conn:
+        cursors = conn.execute(
+            sa.select(outbox.c.id, outbox.c.expanded_user_id, outbox.c.expanded_through).order_by(
+                outbox.c.id
+            )
+        ).all()
+    assert [tuple(c) for c in cursors] == [(1, 0, 1), (2, 3, 1), (3, 0, 1)]
+    claims = {c.outbox_id: c for c in claim_outbox(empty, "w", now, 60, 10)}
+    assert claims[2].cursor == Cursor(3, 1)
+    # Users 2 and 3 in order: device 2, then device 1 (written before: skipped, not repeated).
+    alert, added, done = expand_batch(empty, claims[1], "w", now, 60, 2)
+    assert (alert.cursor, added, done) == (Cursor(3, 1), 2, False)
+    with empty.read() as conn:
+        alerts = conn.execute(
+            sa.select(deliveries.c.device_id, deliveries.c.status)
+            .where(deliveries.c.kind == "alert")
+            .order_by(deliveries.c.device_id)
+        ).all()
+    assert [tuple(a) for a in alerts] == [(1, "delivered"), (2, "pending")]
+    downgrade(empty, "0008")
+    with empty.read() as conn:
+        kept = conn.execute(
+            sa.text("SELECT id, state, expanded_through FROM outbox ORDER BY id")
+        ).all()
+    assert [tuple(k) for k in kept] == [(1, "pending", 0), (2, "pending", 1), (3, "done", 1)]

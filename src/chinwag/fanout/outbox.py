@@ -5,15 +5,20 @@ device's test notification (``outbox.kind``); which devices each reaches is
 ``chinwag.fanout.policy.recipient_devices``. A test has no message: it becomes at most one
 delivery row, whose id it keeps in ``expanded_through`` so the test route can find its outcome.
 
-Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, ordered
-by device id with the last id kept in ``outbox.expanded_through``: a 50,000-device group never
-becomes 50,000 Python objects, and a worker killed mid-way leaves a cursor the next one resumes
-from. ``ON CONFLICT DO NOTHING`` on (message, device) makes a repeated batch harmless.
+Expansion is ``INSERT … SELECT`` straight in the database, a batch of devices at a time, in the
+order of the policy's cursor (``policy.Cursor``: for an alert, members by user id and each one's
+devices by id), with the last (user id, device id) kept in ``outbox.expanded_user_id`` and
+``expanded_through``: a 50,000-device group never becomes 50,000 Python objects, each batch reads
+its own rows only (an index seeks the cursor), and a worker killed mid-way leaves a cursor the
+next one resumes from. ``ON CONFLICT DO NOTHING`` on (message, device) makes a repeated batch
+harmless.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from chinwag.fanout.policy import (
     MESSAGE_DELETED,
+    Cursor,
     cancelled_by_removal,
     recipient_devices,
     reconsidered,
@@ -44,6 +50,11 @@ class OutboxClaim:
     kind: DeliveryKind = DeliveryKind.ALERT
     user_id: int = 0  # the reader, for a clear; the device's owner, for a test
     device_id: int = 0  # the device, for a test (message_id, chat_id and sender_id are 0)
+    expanded_user_id: int = 0  # with expanded_through, the cursor of the expansion
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.expanded_user_id, self.expanded_through)
 
 
 def claim_outbox(
@@ -67,6 +78,7 @@ def claim_outbox(
                 outbox.c.id,
                 outbox.c.message_id,
                 outbox.c.expanded_through,
+                outbox.c.expanded_user_id,
                 outbox.c.kind,
                 outbox.c.user_id,
                 outbox.c.device_id,
@@ -89,6 +101,7 @@ def claim_outbox(
             chat_id=by_message[c.message_id].chat_id if c.message_id else 0,
             sender_id=by_message[c.message_id].sender_id if c.message_id else 0,
             expanded_through=c.expanded_through,
+            expanded_user_id=c.expanded_user_id,
             kind=DeliveryKind(c.kind),
             user_id=c.user_id,
             device_id=c.device_id or 0,
@@ -104,8 +117,15 @@ def expand_batch(
     now: float,
     lease_seconds: float,
     batch_size: int,
+    room: Mapping[str, int] | None = None,
+    claimed: list[int] | None = None,
 ) -> tuple[OutboxClaim, int, bool]:
-    """Write the next batch of delivery rows; return the advanced claim, rows added, and done."""
+    """Write the next batch of delivery rows; return the advanced claim, rows added, and done.
+
+    With ``room`` (platform: how many), the batch's first rows of each platform, up to that
+    many, are written already claimed by ``owner`` (`sending`, under its lease), and their ids
+    added to ``claimed``: the worker sends them without a claim of its own (see
+    ``deliveries.load_claimed``). The other rows are written `pending`, for any worker."""
     if claim.kind is DeliveryKind.TEST:
         return _expand_test(db, claim, owner, now, lease_seconds)
     with db.write() as conn:
@@ -131,25 +151,34 @@ def expand_batch(
                 .where(cancelled_by_removal(claim.message_id))
                 .values(status=DeliveryStatus.SKIPPED, last_error=MESSAGE_DELETED, updated_at=now)
             )
-        batch = recipient_devices(claim, claim.expanded_through).limit(batch_size).subquery()
-        last_id, count = conn.execute(
-            sa.select(sa.func.max(batch.c.device_id), sa.func.count()).select_from(batch)
-        ).one()
-        count = int(count or 0)
-        if count:
+        # The batch's last row is the new cursor; the rows written are those up to it, not the
+        # first batch_size again: on PostgreSQL a device committed between the two statements
+        # would push the last one out of a LIMIT, and the cursor would pass it unwritten.
+        batch = conn.execute(recipient_devices(claim, claim.cursor).limit(batch_size)).all()
+        count = len(batch)
+        through = claim.cursor
+        if batch:
+            through = Cursor(batch[-1].user_id, batch[-1].device_id)
+            chosen = recipient_devices(claim, claim.cursor, through).subquery()
+            take = _first_of_each_platform(batch, room or {})
+            mine = chosen.c.device_id.in_(take)
             rows = sa.select(
                 sa.literal(claim.message_id, type_=sa.BigInteger).label("message_id"),
-                batch.c.device_id,
-                batch.c.user_id,
-                batch.c.platform,
+                chosen.c.device_id,
+                chosen.c.user_id,
+                chosen.c.platform,
                 sa.literal(claim.kind.value).label("kind"),
-                sa.literal(DeliveryStatus.PENDING.value).label("status"),
+                _if_taken(
+                    mine, take, DeliveryStatus.SENDING.value, DeliveryStatus.PENDING.value
+                ).label("status"),
                 sa.literal(0).label("attempts"),
                 sa.literal(now, type_=sa.Float).label("next_attempt_at"),
+                _if_taken(mine, take, now + lease_seconds).label("lease_until"),
+                _if_taken(mine, take, owner).label("lease_owner"),
                 sa.literal(now, type_=sa.Float).label("created_at"),
                 sa.literal(now, type_=sa.Float).label("updated_at"),
             ).where(
-                batch.c.device_id > 0
+                chosen.c.device_id > 0
             )  # a WHERE keeps SQLite's INSERT…SELECT…ON CONFLICT parseable
             insert = _insert_ignoring_duplicates(db).from_select(
                 [
@@ -161,26 +190,34 @@ def expand_batch(
                     "status",
                     "attempts",
                     "next_attempt_at",
+                    "lease_until",
+                    "lease_owner",
                     "created_at",
                     "updated_at",
                 ],
                 rows,
             )
-            conn.execute(insert)
+            if take and claimed is not None:
+                # Only the rows inserted come back: a repeated batch's rows, written by an
+                # earlier worker, are not ours and are claimed as usual.
+                written = conn.execute(insert.returning(deliveries.c.id, deliveries.c.status))
+                claimed.extend(r.id for r in written if r.status == DeliveryStatus.SENDING)
+            else:
+                conn.execute(insert)
         done = count < batch_size
-        through = int(last_id) if last_id is not None else claim.expanded_through
         conn.execute(
             outbox.update()
             .where(outbox.c.id == claim.outbox_id)
             .values(
-                expanded_through=through,
+                expanded_through=through.device_id,
+                expanded_user_id=through.user_id,
                 state=OutboxState.DONE if done else OutboxState.PENDING,
                 lease_until=None if done else now + lease_seconds,
                 lease_owner=None if done else owner,
                 updated_at=now,
             )
         )
-    advanced = replace(claim, expanded_through=through)
+    advanced = replace(claim, expanded_through=through.device_id, expanded_user_id=through.user_id)
     return advanced, count, done
 
 
@@ -191,7 +228,7 @@ def _expand_test(
     outbox row's completion in one transaction: it cannot be written twice."""
     with db.write() as conn:
         _extend_lease(conn, claim, owner, now, lease_seconds)
-        device = conn.execute(recipient_devices(claim, 0)).first()
+        device = conn.execute(recipient_devices(claim, Cursor())).first()
         delivery_id = 0
         if device is not None:
             delivery_id = conn.execute(
@@ -222,6 +259,29 @@ def _expand_test(
             )
         )
     return replace(claim, expanded_through=delivery_id), int(device is not None), True
+
+
+def _first_of_each_platform(
+    batch: Sequence[sa.Row[tuple[int, int, str]]], room: Mapping[str, int]
+) -> list[int]:
+    """The device ids of the batch's first rows of each platform, up to its room."""
+    left = dict(room)
+    taken: list[int] = []
+    for row in batch:
+        if left.get(row.platform, 0) > 0:
+            left[row.platform] -= 1
+            taken.append(row.device_id)
+    return taken
+
+
+def _if_taken(
+    mine: sa.ColumnElement[bool], take: list[int], value: object, otherwise: object = None
+) -> sa.ColumnElement[Any]:
+    """``value`` for the rows written claimed (``mine``), ``otherwise`` for the rest."""
+    rest = sa.null() if otherwise is None else sa.literal(otherwise)
+    if not take:
+        return rest
+    return sa.case((mine, sa.literal(value)), else_=rest)
 
 
 def release_outbox(db: Database, claims: list[OutboxClaim], owner: str, now: float) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -206,22 +206,69 @@ class FanOut(Protocol):
     def device_id(self) -> int: ...
 
 
-def recipient_devices(fanout: FanOut, after_device_id: int) -> sa.Select[tuple[int, int, str]]:
-    """(device_id, user_id, platform) of the devices a fan-out reaches, after a device id, in
-    device id order: the expansion's next batch is the first rows of this."""
+class Cursor(NamedTuple):
+    """Where a fan-out's expansion stands: the (user id, device id) of the last device expanded.
+    (0, 0) is the start; a removal, which walks its rows in device id order, reads the device
+    id alone."""
+
+    user_id: int = 0
+    device_id: int = 0
+
+
+def _between(
+    user_id: sa.ColumnElement[int],
+    device_id: sa.ColumnElement[int],
+    after: Cursor,
+    through: Cursor | None,
+) -> list[sa.ColumnElement[bool]]:
+    """(user_id, device_id) in (after, through], as conditions that both databases turn into
+    index range bounds on the leading user id (a row-value comparison SQLite cannot seek)."""
+    bounds = [user_id >= after.user_id, (user_id > after.user_id) | (device_id > after.device_id)]
+    if through is not None:
+        bounds += [
+            user_id <= through.user_id,
+            (user_id < through.user_id) | (device_id <= through.device_id),
+        ]
+    return bounds
+
+
+def recipient_devices(
+    fanout: FanOut, after: Cursor, through: Cursor | None = None
+) -> sa.Select[tuple[int, int, str]]:
+    """(device_id, user_id, platform) of the devices a fan-out reaches after the cursor
+    ``after``, in the cursor's order: the expansion's next batch is the first rows of this.
+    With ``through``, the rows up to that cursor included, in no particular order.
+
+    The order is the one an index walks, so that a batch reads its own rows and not the whole
+    group: alerts go through the chat's memberships by user id (the primary key (chat_id,
+    user_id)) and each member's devices by id (``ix_devices_user_id_active``); a clear is one
+    user's devices; a removal walks the message's rows by device id (the unique (message_id,
+    device_id, kind))."""
+    if fanout.kind is DeliveryKind.REMOVAL:
+        query = removal_recipients(fanout.message_id).where(
+            deliveries.c.device_id > after.device_id
+        )
+        if through is not None:
+            return query.where(deliveries.c.device_id <= through.device_id)
+        return query.order_by(deliveries.c.device_id)
     if fanout.kind is DeliveryKind.CLEAR:
         query = clear_recipients(fanout.user_id)
-        device_id: sa.ColumnElement[int] = devices.c.id
     elif fanout.kind is DeliveryKind.TEST:
         query = test_recipient(fanout.device_id, fanout.user_id)
-        device_id = devices.c.id
-    elif fanout.kind is DeliveryKind.REMOVAL:
-        query = removal_recipients(fanout.message_id)
-        device_id = deliveries.c.device_id
     else:
         query = alert_recipients(fanout.chat_id, fanout.sender_id, fanout.message_id)
-        device_id = devices.c.id
-    return query.where(device_id > after_device_id).order_by(device_id)
+        # The membership's user id leads the order: SQLite then seeks the chat's memberships
+        # from the cursor on (chat_id, user_id) and needs no sort. The same bounds on the
+        # device's user id let PostgreSQL's join start (and stop) the devices' index there too.
+        query = query.where(
+            *_between(memberships.c.user_id, devices.c.id, after, through),
+            devices.c.user_id >= after.user_id,
+        )
+        if through is not None:
+            return query.where(devices.c.user_id <= through.user_id)
+        return query.order_by(memberships.c.user_id, devices.c.id)
+    query = query.where(*_between(devices.c.user_id, devices.c.id, after, through))
+    return query if through is not None else query.order_by(devices.c.user_id, devices.c.id)
 
 
 def cancelled_by_removal(message_id: int) -> sa.ColumnElement[bool]:

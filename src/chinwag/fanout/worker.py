@@ -35,6 +35,7 @@ from chinwag.fanout.deliveries import (
     RetryPolicy,
     claim_deliveries,
     delivery_summaries,
+    load_claimed,
     next_due_at,
     record_outcomes,
     release_deliveries,
@@ -56,6 +57,9 @@ STALE_DEVICES = Counter(
     "chinwag_devices_stale_deactivated_total",
     "Devices deactivated because their app had not registered them for CHINWAG_DEVICE_STALE_DAYS",
 )
+
+# The delivery panel's updates take at most one part in this many of the worker's time.
+SUMMARY_COST_FACTOR = 20.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -81,7 +85,9 @@ class WorkerOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Email devices get at most one email per chat per this many seconds (0: one per message).
     email_digest_seconds: float = 0.0
-    # Senders watching a message's delivery panel get an update at most this often.
+    # Senders watching a message's delivery panel get an update at most this often, and never
+    # sooner than SUMMARY_COST_FACTOR times what the last update took: counting a message's rows
+    # reads all of them, so a fixed interval would cost a large fan-out its size squared.
     summary_every: float = 0.5
     prune_every: float = 3600.0
     # The pruning deactivates devices not registered again for this many days (0: never).
@@ -133,6 +139,7 @@ class Worker:
         self._last_flush = clock()
         self._changed_messages: set[int] = set()
         self._last_summary: float | None = None
+        self._summary_gap = self.options.summary_every
         self._last_prune: float | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -198,6 +205,8 @@ class Worker:
             self._expanding.extend(claims)
             progressed |= bool(claims)
         for claim in list(self._expanding):
+            room = await self._expansion_room()
+            mine: list[int] = []
             try:
                 advanced, added, done = await self._db(
                     expand_batch,
@@ -207,6 +216,8 @@ class Worker:
                     self._now(),
                     opts.lease_seconds,
                     opts.expand_batch,
+                    room,
+                    mine,
                 )
             except LeaseLost as exc:
                 # Another worker resumes it from the cursor; the other claims carry on.
@@ -223,6 +234,8 @@ class Worker:
             self._count("expanded", added)
             if added >= opts.expand_batch and self._wake_peers is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._wake_peers)
+            if mine:
+                await self._send_claimed_by_expansion(mine)
         # A send takes its provider's slot in its first step: let sends started by the last
         # step take theirs, so that this claim is sized by what is really free.
         await asyncio.sleep(0)
@@ -266,7 +279,7 @@ class Worker:
             await self._flush()
             progressed = True
         if self._changed_messages and (
-            not self._in_flight or self._elapsed(self._last_summary, opts.summary_every)
+            not self._in_flight or self._elapsed(self._last_summary, self._summary_gap)
         ):
             await self._publish_summaries()
         if self._elapsed(self._last_prune, opts.prune_every):
@@ -275,6 +288,32 @@ class Worker:
             await self._db(ratelimit.prune, self.db)
             await self._prune_stale_devices()
         return progressed
+
+    async def _expansion_room(self) -> dict[str, int]:
+        """How many of the next expansion batch's rows to write already claimed by this worker:
+        as many as a claim would take now (``_claim_room``), so that they are sent without a
+        claim of their own (each row written once, not inserted then updated). Never email rows
+        while digests are on: a digest is planned under the claim's write lock."""
+        await asyncio.sleep(0)  # sends started since the last batch take their slots first
+        room = self._claim_room()
+        if self.options.email_digest_seconds > 0:
+            room[Platform.EMAIL.value] = 0
+        if self._results and any(room.values()):
+            await self._flush()  # as before a claim: finished sends give their slots back first
+        return room
+
+    async def _send_claimed_by_expansion(self, ids: list[int]) -> None:
+        held: set[int] = set()
+        try:
+            claimed = await self._db(load_claimed, self.db, self.owner, self._now(), ids, held)
+        except ClaimNotLoaded as lost:
+            # As for a claim: ours until handed back, which the next step does first.
+            self._unloaded = (*self._unloaded, *lost.ids)
+            raise
+        self._count("claimed_by_expansion", len(ids))
+        self._changed_messages |= held
+        for item in claimed:
+            self._start_send(item)
 
     async def _prune_stale_devices(self) -> None:
         days = self.options.device_stale_days
@@ -380,12 +419,14 @@ class Worker:
     async def _publish_summaries(self) -> None:
         """Tell each sender how their message's fan-out stands (the live delivery panel)."""
         changed, self._changed_messages = self._changed_messages, set()
-        self._last_summary = self._clock()
+        self._last_summary = started = self._clock()
         try:
             await self._db(_publish_delivery_events, self.db, sorted(changed))
         except Exception:
             self._changed_messages |= changed  # the senders' panels still need them
             raise
+        took = self._clock() - started
+        self._summary_gap = max(self.options.summary_every, SUMMARY_COST_FACTOR * took)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         timeout = self.options.sweep_interval

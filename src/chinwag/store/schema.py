@@ -154,9 +154,12 @@ outbox = sa.Table(
     # policy finds from the message.
     sa.Column("user_id", Id, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
-    # Highest device id already expanded into deliveries: expansion resumes from here after a crash.
-    # A test is one device and one delivery: here it is that delivery's id once expanded.
+    # The expansion's cursor (chinwag.fanout.policy.Cursor): the last device expanded into
+    # deliveries and its owner's id; expansion resumes after it after a crash. 0 until the
+    # expansion begins. A test is one device and one delivery: expanded_through is that
+    # delivery's id once expanded.
     sa.Column("expanded_through", Id, nullable=False, server_default="0"),
+    sa.Column("expanded_user_id", Id, nullable=False, server_default="0"),
     # The one device a test goes to; null for every other kind.
     sa.Column("device_id", Id, sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=True),
     sa.Column("due_at", sa.Float, nullable=False),
