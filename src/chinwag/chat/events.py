@@ -32,6 +32,11 @@ KEEP_EVENTS_SECONDS = 24 * 3600
 NOTIFY_CHANNEL = "chinwag_events"
 
 
+# Built once: every send runs them.
+_INSERT_EVENT = events.insert()
+_NOTIFY = sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, sa.func.current_schema()))
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     id: int
@@ -61,17 +66,18 @@ def append(
 ) -> None:
     """Record an event for the chat's members (chat_id) or for one user only (user_id)."""
     conn.execute(
-        events.insert().values(
-            chat_id=chat_id,
-            user_id=user_id,
-            kind=kind,
-            payload=json.dumps(data, separators=(",", ":")),
-            created_at=time.time(),
-        )
+        _INSERT_EVENT,
+        {
+            "chat_id": chat_id,
+            "user_id": user_id,
+            "kind": kind,
+            "payload": json.dumps(data, separators=(",", ":")),
+            "created_at": time.time(),
+        },
     )
     if conn.dialect.name == "postgresql":
         # Collapsed by PostgreSQL to one notification per transaction; sent only on commit.
-        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, sa.func.current_schema())))
+        conn.execute(_NOTIFY)
 
 
 def member_change(
