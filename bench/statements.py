@@ -55,8 +55,14 @@ class Counting:
             self.counts["statements"] += 1
 
     def _begin(self, conn: sa.engine.Connection) -> None:
-        # An AUTOCOMMIT connection "begins" in SQLAlchemy's terms, but sends no BEGIN.
-        if self.active and conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        # An AUTOCOMMIT connection "begins" in SQLAlchemy's terms, but sends no BEGIN; nor does
+        # a SQLite one told so (sqlite_begin=None: Database.read_statement).
+        options = conn.get_execution_options()
+        if (
+            self.active
+            and options.get("isolation_level") != "AUTOCOMMIT"
+            and options.get("sqlite_begin", "BEGIN") is not None
+        ):
             self.counts["begin"] += 1
 
     def _count(self, name: str) -> Any:

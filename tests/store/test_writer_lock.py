@@ -109,3 +109,19 @@ def test_a_writer_killed_holding_the_lock_frees_it(tmp_path: Path) -> None:
         if holder.is_alive():
             holder.kill()
         db.dispose()
+
+
+def test_a_single_read_statement_needs_no_transaction_of_its_own(tmp_path: Path) -> None:
+    """read_statement on SQLite runs its one SELECT without chinwag's BEGIN: it sees the last
+    commit, not a writer's uncommitted row, and leaves no transaction open behind it."""
+    db = _database(tmp_path / "c.db")
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with db.write() as writing:
+            writing.exec_driver_sql("INSERT INTO t VALUES (2)")
+            with db.read_statement() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar_one() == 1
+                assert not conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+    finally:
+        db.dispose()
