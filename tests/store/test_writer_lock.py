@@ -125,3 +125,20 @@ def test_a_single_read_statement_needs_no_transaction_of_its_own(tmp_path: Path)
                 assert not conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
     finally:
         db.dispose()
+
+
+def test_a_write_inside_another_of_the_same_thread_fails_at_once(tmp_path: Path) -> None:
+    """A nested write on another connection would wait for its own thread forever: it raises
+    "database is locked" at once, and the outer transaction still commits."""
+    db = _database(tmp_path / "c.db")
+    try:
+        started = time.monotonic()
+        with db.write() as outer:
+            outer.exec_driver_sql("INSERT INTO t VALUES (1)")
+            with pytest.raises(sa.exc.OperationalError, match="database is locked"), db.write():
+                pass
+        assert time.monotonic() - started < 5
+        with db.write() as conn:  # and the thread may write again afterwards
+            assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar_one() == 1
+    finally:
+        db.dispose()

@@ -14,6 +14,7 @@ import fcntl
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,9 +43,8 @@ class Database:
         path = sqlite_path(self.url)
         if path is not None:
             create_private(path)  # before SQLite creates it with the umask's 0644
-        self.engine = _create_engine(
-            self.url, pool_size=pool_size, writer_lock=writer_lock_path(path) if path else None
-        )
+        self._writer_lock = writer_lock_path(path) if path else None
+        self.engine = _create_engine(self.url, pool_size=pool_size, writer_lock=self._writer_lock)
 
     @property
     def is_sqlite(self) -> bool:
@@ -85,11 +85,28 @@ class Database:
                     yield conn
                 return
             conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            info = conn.connection.info
+            if self._writer_lock is None:  # in memory: BEGIN IMMEDIATE polls (_begin_immediate)
+                with conn.begin():
+                    yield conn
+                return
+            held, info = _held_by_this_thread(), conn.connection.info
+            if self._writer_lock in held:
+                # Another connection of this thread holds it: waiting would never end (SQLite's
+                # own lock answered this after its 30 s busy timeout; so do we, at once).
+                raise sa.exc.OperationalError(
+                    "BEGIN IMMEDIATE",
+                    None,
+                    sqlite3.OperationalError(
+                        "database is locked: a write transaction inside another of the same thread"
+                    ),
+                )
+            _take_writer_lock(info, self._writer_lock)
+            held.add(self._writer_lock)
             try:
                 with conn.begin():
                     yield conn
             finally:  # committed or rolled back: the next writer may begin
+                held.discard(self._writer_lock)
                 _release_writer_lock(info)
 
     def dispose(self) -> None:
@@ -97,7 +114,7 @@ class Database:
 
 
 def writer_lock_path(database: Path) -> Path:
-    """The file chinwag's writers of ``database`` lock in turn (see ``_begin_immediate``)."""
+    """The file chinwag's writers of ``database`` lock in turn (see ``_take_writer_lock``)."""
     return database.with_name(database.name + "-writer.lock")
 
 
@@ -142,8 +159,9 @@ def _tune_sqlite(engine: Engine, writer_lock: Path | None) -> None:
     def _on_begin(conn: Connection) -> None:
         begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
         if begin == "BEGIN IMMEDIATE" and writer_lock is not None:
-            _take_writer_lock(conn.connection.info, writer_lock)
-            conn.exec_driver_sql(begin)  # SQLite's busy handler only waits for a non-chinwag writer
+            # Database.write holds chinwag's writer lock already: SQLite's busy handler only
+            # waits for a writer that is not chinwag's (a migration, the sqlite3 shell).
+            conn.exec_driver_sql(begin)
         elif begin == "BEGIN IMMEDIATE":
             _begin_immediate(conn.connection.dbapi_connection)
         elif begin is not None:  # None: no BEGIN, each statement its own transaction
@@ -176,8 +194,20 @@ def _take_writer_lock(info: dict[Any, Any], path: Path) -> None:
 
 
 def _release_writer_lock(info: dict[Any, Any]) -> None:
+    # (Nothing to do when the connection was closed meanwhile: closing released it.)
     if info.pop(_LOCK_HELD, False):
         fcntl.flock(info[_LOCK_FD][1], fcntl.LOCK_UN)
+
+
+_threads = threading.local()
+
+
+def _held_by_this_thread() -> set[Path]:
+    """The lock files whose lock this thread holds (Database.write, any connection)."""
+    held: set[Path] | None = getattr(_threads, "held", None)
+    if held is None:
+        held = _threads.held = set()
+    return held
 
 
 def _close_writer_lock(info: dict[Any, Any]) -> None:
