@@ -23,7 +23,6 @@ _.apply  # Bottle plugin API (web/metrics.py)
 _.default_error_handler  # Bottle (web/app.py)
 _on_connect  # SQLAlchemy event listeners (store/database.py)
 _on_begin
-_on_close
 _.isolation_level  # the DB-API connection's, set to take over BEGIN
 _.should_exit  # uvicorn.Server (tests/conftest.py)
 _.protocol_class  # aioapns's connection pool (bench/baselines/aioapns_peer.py)
