@@ -6,6 +6,7 @@ the store (sign-ups hash passwords with argon2, which would only measure argon2)
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class ChinwagStack:
         web: str = "waitress",
         web_workers: int = 4,
         web_core: int | None = None,
+        src: Path | None = None,
         **extra_env: str,
     ) -> None:
         self.workdir = workdir
@@ -56,6 +58,8 @@ class ChinwagStack:
             **provider_env,
             **extra_env,
         )
+        if src is not None:  # every child runs chinwag from another source tree
+            self.env["PYTHONPATH"] = os.pathsep.join([str(src), self.env["PYTHONPATH"]])
         self.db = Database(database_url)
         self.workers: list[Child] = []
         self._groups = 0

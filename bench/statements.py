@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import resource
 import sys
 import tempfile
 from collections import Counter
@@ -55,8 +56,14 @@ class Counting:
             self.counts["statements"] += 1
 
     def _begin(self, conn: sa.engine.Connection) -> None:
-        # An AUTOCOMMIT connection "begins" in SQLAlchemy's terms, but sends no BEGIN.
-        if self.active and conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        # An AUTOCOMMIT connection "begins" in SQLAlchemy's terms, but sends no BEGIN; nor does
+        # a SQLite one told so (sqlite_begin=None: Database.read_statement).
+        options = conn.get_execution_options()
+        if (
+            self.active
+            and options.get("isolation_level") != "AUTOCOMMIT"
+            and options.get("sqlite_begin", "BEGIN") is not None
+        ):
             self.counts["begin"] += 1
 
     def _count(self, name: str) -> Any:
@@ -105,7 +112,28 @@ def call(app: Any, method: str, path: str, body: Any, token: str | None = None) 
     return status[0], json.loads(text) if text else None
 
 
-def count_one_send(database_url: str) -> dict[str, Any]:
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_per_request(app: Any, path: str, token: str, repeats: int) -> dict[str, float]:
+    """µs of this process's CPU per send and per ``GET /healthz``, one request after another
+    (no server, no contention, no doorbell): what the web app itself costs."""
+    for _ in range(repeats // 10):
+        call(app, "GET", "/healthz", None)
+    started = cpu_seconds()
+    for _ in range(repeats):
+        call(app, "GET", "/healthz", None)
+    healthz = cpu_seconds() - started
+    started = cpu_seconds()
+    for _ in range(repeats):
+        call(app, "POST", path, {"body": "Lunch at noon?"}, token)
+    sends = cpu_seconds() - started
+    return {"send_us": sends * 1e6 / repeats, "healthz_us": healthz * 1e6 / repeats}
+
+
+def count_one_send(database_url: str, cpu_repeats: int = 0) -> dict[str, Any]:
     db = Database(database_url)
     upgrade(db)
     rings: list[int] = []
@@ -128,6 +156,8 @@ def count_one_send(database_url: str) -> dict[str, Any]:
             call(app, "POST", path, {"body": f"warm-up {index}"}, tokens["ann"])
         with counting.watching():
             status, _ = call(app, "POST", path, {"body": "Lunch at noon?"}, tokens["ann"])
+        rung = len(rings) - WARM_UP_SENDS
+        cpu = cpu_per_request(app, path, tokens["ann"], cpu_repeats) if cpu_repeats else None
     finally:
         db.dispose()
     counts = dict(counting.counts)
@@ -142,32 +172,41 @@ def count_one_send(database_url: str) -> dict[str, Any]:
         "rollbacks": counts.get("rollback", 0),
         "checkouts": counts.get("checkout", 0),
         "round_trips": statements + transactions + counts.get("commit", 0),
-        "doorbell_rings": len(rings) - WARM_UP_SENDS,
+        "doorbell_rings": rung,
         "sql": counting.statements,
+        "cpu": cpu,
     }
 
 
-def run() -> list[dict[str, Any]]:
+def run(cpu_repeats: int = 0) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory(prefix="chinwag-statements-") as scratch:
-        results.append(count_one_send(f"sqlite:///{Path(scratch) / 'chinwag.db'}"))
+        results.append(count_one_send(f"sqlite:///{Path(scratch) / 'chinwag.db'}", cpu_repeats))
     if postgres_available():
         with postgres_schema() as url:
-            results.append(count_one_send(url))
+            results.append(count_one_send(url, cpu_repeats))
     return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.statements", description=__doc__)
     parser.add_argument("--sql", action="store_true", help="print each statement too")
+    parser.add_argument(
+        "--cpu", type=int, default=0, metavar="N", help="also time N sends and N GET /healthz"
+    )
     args = parser.parse_args()
-    for result in run():
+    for result in run(args.cpu):
         print(
             f"{result['database']}: {result['status']}; {result['statements']} statements in "
             f"{result['transactions']} transactions ({result['commits']} commits, "
             f"{result['rollbacks']} rollbacks), {result['checkouts']} pool checkouts, "
             f"{result['round_trips']} round trips; {result['doorbell_rings']} doorbell ring"
         )
+        if result["cpu"]:
+            print(
+                f"    CPU in process: {result['cpu']['send_us']:.0f} µs per send, "
+                f"{result['cpu']['healthz_us']:.0f} µs per GET /healthz ({args.cpu} each)"
+            )
         if args.sql:
             for statement in result["sql"]:
                 print(f"    {statement}")

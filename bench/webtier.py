@@ -8,11 +8,13 @@ installed a small threaded Python client stands in, and the results say which to
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -25,7 +27,7 @@ import httpx
 import psycopg
 
 from bench.stack import ChinwagStack
-from bench.support import FakeApnsProcess, say
+from bench.support import ROOT, FakeApnsProcess, cpu_seconds, say
 
 PG_ADMIN_DSN = os.environ.get("CHINWAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 # A Redis database of its own, so no other chinwag on this machine hears our doorbells.
@@ -154,6 +156,7 @@ def web_tier(
     database_url: str,
     queue_url: str,
     seconds: float,
+    src: Path | None = None,
 ) -> dict[str, Any]:
     stack = ChinwagStack(
         workdir / f"web-{database}",
@@ -162,6 +165,7 @@ def web_tier(
         fakes.env(),
         web="gunicorn",
         web_workers=WEB_WORKERS,
+        src=src,
         # One benchmark user sends thousands of messages a minute; the per-user limit (300 a
         # minute by default) would answer 429 to nearly all of them and measure nothing.
         CHINWAG_RATE_SENDS_PER_MINUTE=str(10**9),
@@ -169,10 +173,14 @@ def web_tier(
     try:
         # No worker runs: this measures what the web tier alone accepts and makes durable.
         chat_id = stack.group(1)
+        before = server_cpu(stack.web.pid)
         health = load(f"{stack.url}/healthz", seconds, stack.workdir)
+        health["cpu"] = cpu_per_answer(before, server_cpu(stack.web.pid), health)
+        before = server_cpu(stack.web.pid)
         sends = load(
             f"{stack.url}/v1/chats/{chat_id}/messages", seconds, stack.workdir, stack.token
         )
+        sends["cpu"] = cpu_per_answer(before, server_cpu(stack.web.pid), sends)
     finally:
         stack.stop()
     result = {
@@ -190,6 +198,73 @@ def web_tier(
         f"non-2xx {sends['non_2xx']}/{health['non_2xx']} via {sends['tool']}"
     )
     return result
+
+
+# CPU time of the server side: the gunicorn workers and, on PostgreSQL, their backends. On a
+# machine shared with other work the rates move with the load; the CPU per answer much less.
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _postgres_ports(pids: list[int]) -> list[int]:
+    """Local ports of the pids' TCP connections to port 5432."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and remote.endswith(":1538"):  # 5432
+                ports.append(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def server_cpu(web_pid: int) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each gunicorn worker and of each PostgreSQL backend serving them."""
+    workers = _children(web_pid)
+    backends: list[int] = []
+    ports = _postgres_ports(workers)
+    if ports:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)
+            ).fetchall()
+        backends = [int(row[0]) for row in rows]
+    return {
+        "web": {pid: cpu_seconds(pid) for pid in workers},
+        "database": {pid: cpu_seconds(pid) for pid in backends},
+    }
+
+
+def cpu_per_answer(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], load: dict[str, Any]
+) -> dict[str, float]:
+    """µs of CPU per 2xx answer, by side (processes that started meanwhile count from 0)."""
+    answers = max(1, load["requests"] - load["non_2xx"])
+    return {
+        side: sum(after[side][pid] - before[side].get(pid, 0.0) for pid in after[side])
+        * 1e6
+        / answers
+        for side in ("web", "database")
+    }
 
 
 def run_web(fakes: FakeApnsProcess, workdir: Path, seconds: float) -> list[dict[str, Any]]:
@@ -272,3 +347,82 @@ def run_scaleout(
             fakes.set_latency(0.0)
             stack.stop()
     return results
+
+
+def side_by_side(
+    trees: dict[str, Path], databases: list[str], rounds: int, seconds: float
+) -> dict[str, Any]:
+    """Measurement 5 for each source tree, alternating tree by tree within each round."""
+    runs: dict[str, list[dict[str, Any]]] = {
+        f"{name} {db}": [] for name in trees for db in databases
+    }
+    with tempfile.TemporaryDirectory(prefix="chinwag-webtier-") as scratch:
+        fakes = FakeApnsProcess(Path(scratch) / "fake")
+        try:
+            for round_ in range(rounds):
+                for database in databases:
+                    for index, (name, src) in enumerate(trees.items()):
+                        workdir = Path(scratch) / f"r{round_}-{database}-{index}"
+                        loadavg = Path("/proc/loadavg").read_text().split()[:3]
+                        if database == "sqlite":
+                            result = web_tier(
+                                fakes,
+                                workdir,
+                                database,
+                                f"sqlite:///{workdir / 'web-sqlite.db'}",
+                                f"sqlite:///{workdir / 'web-sqlite-queue.db'}",
+                                seconds,
+                                src,
+                            )
+                        else:
+                            with postgres_schema() as url:
+                                result = web_tier(
+                                    fakes, workdir, database, url, REDIS_URL, seconds, src
+                                )
+                        result["loadavg"] = loadavg
+                        runs[f"{name} {database}"].append(result)
+                        say(
+                            f"  round {round_ + 1} {name} {database}: load {' '.join(loadavg)}; "
+                            f"CPU µs per send web {result['send']['cpu']['web']:.0f} "
+                            f"db {result['send']['cpu']['database']:.0f}, per healthz "
+                            f"{result['healthz']['cpu']['web']:.0f}"
+                        )
+        finally:
+            fakes.stop()
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.webtier", description=__doc__)
+    parser.add_argument("--src", type=Path, action="append", default=[], help="another src/")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per tree")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--database", action="append", choices=["sqlite", "postgresql"], default=[])
+    args = parser.parse_args()
+    trees = {"this tree": ROOT / "src", **{str(path): path for path in args.src}}
+    runs = side_by_side(trees, args.database or ["sqlite", "postgresql"], args.rounds, args.seconds)
+    print(
+        "| tree, database | sends/s | healthz/s | ratio | send p50/p99 ms | "
+        "CPU µs/send web + db | CPU µs/healthz | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, results in runs.items():
+        for r in results:
+            send, health = r["send"], r["healthz"]
+            print(
+                f"| {name} | {send['per_second']:.0f} | {health['per_second']:.0f} | "
+                f"{r['ratio']:.3f} | {send['p50_ms']} / {send['p99_ms']} | "
+                f"{send['cpu']['web']:.0f} + {send['cpu']['database']:.0f} | "
+                f"{health['cpu']['web']:.0f} | {' '.join(r['loadavg'])} |"
+            )
+        ratios = [r["ratio"] for r in results]
+        cpu = [r["send"]["cpu"]["web"] + r["send"]["cpu"]["database"] for r in results]
+        print(
+            f"| **{name}, median** | | | **{statistics.median(ratios):.3f}** | | "
+            f"**{statistics.median(cpu):.0f}** | | |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

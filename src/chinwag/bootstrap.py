@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from chinwag.config import Settings
-from chinwag.fanout import Doorbell, RetryPolicy, Worker, WorkerOptions
+from chinwag.fanout import BackgroundRinger, Doorbell, RetryPolicy, Worker, WorkerOptions
 from chinwag.push.model import Dispatcher
 from chinwag.push.vapid import application_server_key, generate_vapid_pem, vapid_key_of
 from chinwag.store.database import Database
@@ -39,7 +39,8 @@ def web_services(settings: Settings, db: Database | None = None) -> Services:
     return Services(
         settings=settings,
         db=database,
-        ring_doorbell=doorbell.ring,
+        # Off the request path: a send is answered once its transaction commits.
+        ring_doorbell=BackgroundRinger(doorbell.ring),
         vapid_public_key=vapid_public_key_source(settings, database),
     )
 

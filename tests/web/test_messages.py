@@ -39,6 +39,23 @@ def test_send_returns_message_and_chat(api: Api, db: Database, rung: list[int]) 
     assert [tuple(r) for r in rows] == [(message["id"], "pending")]
 
 
+def test_send_answer_counts_the_senders_unread_messages(api: Api) -> None:
+    """The chat in a send's answer carries the sender's unread count: the others' messages
+    after their read marker, never their own (the one just sent included)."""
+    alice, bob = api.user("alice"), api.user("bob")
+    chat_id = chat_of(alice, "bob")
+    send(bob, chat_id, "one")
+    send(bob, chat_id, "two")
+    mine = alice.post(f"/v1/chats/{chat_id}/messages", json={"body": "mine"})
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["chat"]["unread"] == 2
+    again = alice.post(f"/v1/chats/{chat_id}/messages", json={"body": "mine", "client_id": "c"})
+    assert again.json()["chat"]["unread"] == 2
+    answer = bob.post(f"/v1/chats/{chat_id}/messages", json={"body": "three"})
+    assert answer.json()["chat"]["unread"] == 2  # alice's two, not bob's three
+    assert bob.get(f"/v1/chats/{chat_id}").json()["unread"] == 2
+
+
 def test_same_client_id_returns_the_first_message(api: Api, db: Database, rung: list[int]) -> None:
     """Resending a client_id returns the first message: one message, one outbox row, one ring."""
     alice = api.user("alice")

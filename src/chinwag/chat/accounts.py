@@ -149,24 +149,24 @@ def authenticate(db: Database, token: str, *, idle_seconds: float = 0.0) -> User
     return authenticate_token(db, token, idle_seconds=idle_seconds).user
 
 
+# Built once: every API request runs it.
+_SESSION_OF_TOKEN = (
+    sa.select(
+        users,
+        api_tokens.c.id.label("token_id"),
+        api_tokens.c.created_at.label("token_created_at"),
+        api_tokens.c.last_used_at,
+    )
+    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+    .where(api_tokens.c.token_hash == sa.bindparam("digest"))
+)
+
+
 def authenticate_token(db: Database, token: str, *, idle_seconds: float = 0.0) -> Session:
     """The session of a valid token. A token unused for ``idle_seconds`` (0: never) expires."""
     now = time.time()
     with db.read_statement() as conn:
-        row = (
-            conn.execute(
-                sa.select(
-                    users,
-                    api_tokens.c.id.label("token_id"),
-                    api_tokens.c.created_at.label("token_created_at"),
-                    api_tokens.c.last_used_at,
-                )
-                .join(api_tokens, api_tokens.c.user_id == users.c.id)
-                .where(api_tokens.c.token_hash == token_digest(token))
-            )
-            .mappings()
-            .first()
-        )
+        row = conn.execute(_SESSION_OF_TOKEN, {"digest": token_digest(token)}).mappings().first()
     if row is None:
         raise Unauthorized("invalid or revoked token")
     last_used = row["last_used_at"] or row["token_created_at"]

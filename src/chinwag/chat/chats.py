@@ -13,9 +13,9 @@ from chinwag.chat import events
 from chinwag.chat.accounts import normalize_username, users_by_name
 from chinwag.chat.errors import Forbidden, InvalidInput, NotFound
 from chinwag.chat.models import NOTIFY_LEVELS, Chat, Member, User
-from chinwag.chat.unread import unread_counts
+from chinwag.chat.unread import unread_counts, unread_of_membership
 from chinwag.store.database import Database
-from chinwag.store.schema import chats, memberships, users
+from chinwag.store.schema import chats, memberships, messages, users
 from chinwag.store.states import NotifyLevel
 
 MAX_MEMBERS_PER_REQUEST = 1000
@@ -36,17 +36,26 @@ def require_member(conn: Connection, chat_id: int, user_id: int) -> bool:
     return bool(row.muted)
 
 
-def load_chat(conn: Connection, chat_id: int, user: User, *, with_members: bool = True) -> Chat:
-    # The chat and the user's membership in one statement (a send's answer carries it).
-    row = (
-        conn.execute(
-            sa.select(chats, memberships.c.muted, memberships.c.notify_level)
-            .join(memberships, memberships.c.chat_id == chats.c.id)
-            .where(chats.c.id == chat_id, memberships.c.user_id == user.id)
-        )
-        .mappings()
-        .first()
+# The chat, the user's membership and their unread count in one statement, built once (a send
+# answers with it; building a statement costs more than running it on SQLite).
+_CHAT_OF_MEMBER = (
+    sa.select(
+        chats,
+        memberships.c.muted,
+        memberships.c.notify_level,
+        sa.select(sa.func.count(messages.c.id))
+        .where(unread_of_membership())
+        .scalar_subquery()
+        .label("unread"),
     )
+    .join(memberships, memberships.c.chat_id == chats.c.id)
+    .where(chats.c.id == sa.bindparam("chat_id"), memberships.c.user_id == sa.bindparam("user_id"))
+)
+
+
+def load_chat(conn: Connection, chat_id: int, user: User, *, with_members: bool = True) -> Chat:
+    """The chat as ``user`` sees it; NotFound unless they are a member."""
+    row = conn.execute(_CHAT_OF_MEMBER, {"chat_id": chat_id, "user_id": user.id}).mappings().first()
     if row is None:
         raise NotFound(f"no chat {chat_id}")
     muted, notify = bool(row["muted"]), row["notify_level"]
@@ -67,7 +76,7 @@ def load_chat(conn: Connection, chat_id: int, user: User, *, with_members: bool 
         members=members,
         muted=muted,
         notify=notify,
-        unread=unread_counts(conn, user.id, [chat_id]).get(chat_id, 0),
+        unread=int(row["unread"]),
     )
 
 

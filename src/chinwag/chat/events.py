@@ -33,6 +33,15 @@ SIGNED_OUT = "signed_out"
 NOTIFY_CHANNEL = "chinwag_events"
 
 
+# Built once: every send runs one of them.
+_INSERT_EVENT = events.insert().values(
+    {name: sa.bindparam(name) for name in ("chat_id", "user_id", "kind", "payload", "created_at")}
+)
+_INSERT_EVENT_AND_NOTIFY = sa.select(
+    sa.func.pg_notify(NOTIFY_CHANNEL, sa.func.current_schema())
+).select_from(_INSERT_EVENT.returning(events.c.id).cte("appended"))
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     id: int
@@ -61,18 +70,18 @@ def append(
     user_id: int | None = None,
 ) -> None:
     """Record an event for the chat's members (chat_id) or for one user only (user_id)."""
+    row = {
+        "chat_id": chat_id,
+        "user_id": user_id,
+        "kind": kind,
+        "payload": json.dumps(data, separators=(",", ":")),
+        "created_at": time.time(),
+    }
+    # On PostgreSQL the row and its notification in one round trip; the notification is
+    # collapsed by PostgreSQL to one per transaction and sent only on commit.
     conn.execute(
-        events.insert().values(
-            chat_id=chat_id,
-            user_id=user_id,
-            kind=kind,
-            payload=json.dumps(data, separators=(",", ":")),
-            created_at=time.time(),
-        )
+        _INSERT_EVENT_AND_NOTIFY if conn.dialect.name == "postgresql" else _INSERT_EVENT, row
     )
-    if conn.dialect.name == "postgresql":
-        # Collapsed by PostgreSQL to one notification per transaction; sent only on commit.
-        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, sa.func.current_schema())))
 
 
 def member_change(

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Connection
 from chinwag.store.schema import deliveries, outbox
 from chinwag.store.states import DeliveryKind, DeliveryStatus, OutboxState
 
+_INSERT_OUTBOX = outbox.insert()  # built once: a send runs it
+
 
 def request_fanout(
     conn: Connection, message_id: int, kind: DeliveryKind, now: float, user_id: int = 0
@@ -36,7 +38,7 @@ def request_fanout(
         "updated_at": now,
     }
     if kind is DeliveryKind.ALERT:  # one per message, written with it: never a duplicate
-        conn.execute(outbox.insert().values(values))
+        conn.execute(_INSERT_OUTBOX, values)
         return
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(

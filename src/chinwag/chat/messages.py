@@ -105,18 +105,29 @@ def _send_once(
     raise refusal
 
 
+# Built once: on SQLite building a statement costs more than running it.
+_INSERT_MESSAGE = messages.insert().returning(messages.c.id)
+
+
 def _store(
     conn: Connection, user: User, chat_id: int, body: str, client_id: str | None, now: float
 ) -> SendResult:
-    require_member(conn, chat_id, user.id)
+    # The chat as the answer shows it, read first: it raises NotFound for a non-member. Its
+    # unread count leaves out the sender's own messages, so the new one would not change it.
+    chat = load_chat(conn, chat_id, user, with_members=False)
     if client_id is not None:
         earlier = _by_client_id(conn, chat_id, user.id, client_id)
         if earlier is not None:
-            return SendResult(earlier, load_chat(conn, chat_id, user, with_members=False), False)
+            return SendResult(earlier, chat, False)
     message_id = conn.execute(
-        messages.insert()
-        .returning(messages.c.id)
-        .values(chat_id=chat_id, sender_id=user.id, body=body, client_id=client_id, created_at=now)
+        _INSERT_MESSAGE,
+        {
+            "chat_id": chat_id,
+            "sender_id": user.id,
+            "body": body,
+            "client_id": client_id,
+            "created_at": now,
+        },
     ).scalar_one()
     request_fanout(conn, message_id, DeliveryKind.ALERT, now)
     record_mentions(conn, message_id, chat_id, body)
@@ -132,7 +143,6 @@ def _store(
         created_at=now,
     )
     events.append(conn, "message", message_event(message), chat_id=chat_id)
-    chat = load_chat(conn, chat_id, user, with_members=False)
     return SendResult(message, chat, True)
 
 

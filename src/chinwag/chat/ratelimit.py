@@ -117,26 +117,22 @@ def hit_all(db: Database, hits: list[tuple[RateLimit, str]], *, now: float | Non
 
 
 def _count_hit(conn: Connection, key: str, at: float, window_seconds: float) -> tuple[int, float]:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        statement = _upsert(postgresql.insert(rate_limits), key, at, window_seconds)
-    elif dialect == "sqlite":
-        statement = _upsert(sqlite.insert(rate_limits), key, at, window_seconds)
-    else:  # pragma: no cover - chinwag supports these two
-        raise RuntimeError(f"rate limits need PostgreSQL or SQLite, not {dialect}")
-    row = conn.execute(statement).one()
+    statement = _UPSERTS.get(conn.dialect.name)
+    if statement is None:  # pragma: no cover - chinwag supports these two
+        raise RuntimeError(f"rate limits need PostgreSQL or SQLite, not {conn.dialect.name}")
+    row = conn.execute(statement, {"key": key, "at": at, "window_seconds": window_seconds}).one()
     return int(row[0]), float(row[1])
 
 
-def _upsert(
-    insert: postgresql.Insert | sqlite.Insert, key: str, at: float, window_seconds: float
-) -> ReturningInsert[Any]:
+def _upsert(insert: postgresql.Insert | sqlite.Insert) -> ReturningInsert[Any]:
     table = rate_limits.c
     # Only a hit after the stored window has ended opens a new one, so a clock a little behind
     # another process's cannot reopen a window.
-    newer = insert.excluded.window_start >= table.window_start + window_seconds
+    newer = insert.excluded.window_start >= table.window_start + sa.bindparam(
+        "window_seconds", type_=sa.Float
+    )
     return (
-        insert.values(key=key, window_start=at, count=1)
+        insert.values(key=sa.bindparam("key"), window_start=sa.bindparam("at"), count=1)
         .on_conflict_do_update(
             index_elements=[table.key],
             set_={
@@ -148,6 +144,14 @@ def _upsert(
         )
         .returning(table.count, table.window_start)
     )
+
+
+# Built once per dialect: every send counts a hit, and building the statement cost more than
+# running it on SQLite.
+_UPSERTS = {
+    "postgresql": _upsert(postgresql.insert(rate_limits)),
+    "sqlite": _upsert(sqlite.insert(rate_limits)),
+}
 
 
 def prune(db: Database, *, older_than_seconds: float = 3600.0, now: float | None = None) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from chinwag.store.schema import memberships, messages
 
 
-def _unread() -> sa.ColumnElement[bool]:
+def unread_of_membership() -> sa.ColumnElement[bool]:
     """Joins a membership to its unread messages."""
     return (
         (messages.c.chat_id == memberships.c.chat_id)
@@ -27,7 +27,7 @@ def unread_counts(
     query = (
         sa.select(memberships.c.chat_id, sa.func.count(messages.c.id))
         .select_from(memberships)
-        .join(messages, _unread())
+        .join(messages, unread_of_membership())
         .where(memberships.c.user_id == user_id)
         .group_by(memberships.c.chat_id)
     )
@@ -47,7 +47,7 @@ def unread_totals(
     rows = conn.execute(
         sa.select(memberships.c.user_id, sa.func.count(messages.c.id))
         .select_from(memberships)
-        .join(messages, _unread())
+        .join(messages, unread_of_membership())
         .where(memberships.c.user_id.in_(ids), counted)
         .group_by(memberships.c.user_id)
     )

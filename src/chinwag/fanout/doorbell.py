@@ -4,12 +4,20 @@ The web process enqueues one tiny task per stored message, after commit, best ef
 runs a thread that takes tasks off the queue and wakes its fan-out loop. If a ring is lost (queue
 flushed, Redis restarted, web process killed between commit and ring) nothing is lost: the
 worker's periodic sweep finds every due outbox and delivery row on its own.
+
+A web process rings through a ``BackgroundRinger``: the request only hands the ring to one
+thread per process, which enqueues it, and rings asked for while an enqueue is under way become
+one ring. A ring only wakes workers, and a woken worker claims every due row, so one ring for
+many messages wakes it just as well; the request no longer waits for the queue (on SQLite an
+exclusive lock on the queue file, shared by every web process).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,3 +100,51 @@ class Doorbell:
             return int(self.huey.pending_count())
         except Exception:
             return -1
+
+
+class BackgroundRinger:
+    """``ring(message_id)`` off the caller's thread: one daemon thread per process rings the
+    doorbell, and the rings asked for while it is ringing are folded into one more (carrying the
+    latest message id). Never blocks on the queue and never raises: the sweep covers a lost ring.
+    """
+
+    def __init__(self, ring: Callable[[int], None]) -> None:
+        self._ring = ring
+        self._reset()
+        # A forked child (gunicorn --preload, multiprocessing) has no thread of ours and may
+        # have copied the condition's lock held: start afresh there.
+        me = weakref.ref(self)
+
+        def after_fork() -> None:
+            ringer = me()
+            if ringer is not None:
+                ringer._reset()
+
+        os.register_at_fork(after_in_child=after_fork)
+
+    def _reset(self) -> None:
+        self._wanted = threading.Condition(threading.Lock())
+        self._latest: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, message_id: int) -> None:
+        with self._wanted:
+            self._latest = message_id
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._ring_forever, name="chinwag-doorbell-ringer", daemon=True
+                )
+                self._thread.start()
+            self._wanted.notify()
+
+    def _ring_forever(self) -> None:
+        wanted = self._wanted
+        while True:
+            with wanted:
+                while self._latest is None:
+                    wanted.wait()
+                message_id, self._latest = self._latest, None
+            try:
+                self._ring(message_id)
+            except Exception:  # Doorbell.ring logs its own failures; anything else, here
+                log.warning("doorbell not rung for message %s", message_id, exc_info=True)

@@ -56,7 +56,12 @@ class Database:
         """A connection for one read statement, outside any transaction: a single statement
         sees one consistent snapshot anyway, and PostgreSQL then needs one round trip for it
         instead of three (BEGIN, the statement, COMMIT). Every API request's token check.
-        SQLite (in process, no round trips) keeps its plain read transaction."""
+        On SQLite the statement runs in the driver's autocommit mode, its own implicit read
+        transaction, without chinwag's BEGIN (two library calls fewer)."""
+        if self.is_sqlite:
+            with self.engine.connect() as conn:
+                yield conn.execution_options(sqlite_begin=None)
+            return
         if not self.is_postgres:
             with self.read() as conn:
                 yield conn
@@ -112,7 +117,7 @@ def _tune_sqlite(engine: Engine) -> None:
         begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
         if begin == "BEGIN IMMEDIATE":
             _begin_immediate(conn.connection.dbapi_connection)
-        else:
+        elif begin is not None:  # None: no BEGIN, each statement its own transaction
             conn.exec_driver_sql(begin)
 
 
