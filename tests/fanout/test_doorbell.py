@@ -71,7 +71,7 @@ def test_background_ring_returns_before_the_queue_answers() -> None:
     ring = BackgroundRinger(slow_ring)
     started = time.monotonic()
     ring(7)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # the doorbell itself is held for 10 s
     assert rung == []
     release.set()
     assert _wait_until(lambda: rung == [7])
