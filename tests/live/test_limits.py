@@ -19,6 +19,7 @@ from tests.support.processes import wait_until
 from tests.web.support import assert_error
 
 from chinwag.chat import events
+from chinwag.live.hub import SAFETY_TAIL_SECONDS
 from chinwag.store.database import Database
 from chinwag.store.schema import events as events_table
 
@@ -66,7 +67,7 @@ def event_rows(db: Database) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
 
 
-def test_typing_reaches_the_other_members_within_a_second_and_is_not_stored(
+def test_typing_reaches_the_other_members_at_once_and_is_not_stored(
     gateway: LiveGateway, gateway_api: Api, db: Database
 ) -> None:
     """A member's typing frame: a typing event (id null) to the chat's other connected members,
@@ -82,7 +83,8 @@ def test_typing_reaches_the_other_members_within_a_second_and_is_not_stored(
         sent = time.monotonic()
         typist.send({"type": "typing", "chat_id": chat_id})
         frame = member.next(timeout=5)
-        assert time.monotonic() - sent < 1.0
+        # Handed over at once, not found by the log's safety tail (typing is never stored).
+        assert time.monotonic() - sent < SAFETY_TAIL_SECONDS
         assert frame == {
             "id": None,
             "kind": "typing",
