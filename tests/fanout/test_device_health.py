@@ -14,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from tests.conftest import Api, LiveServer
+from tests.support.processes import wait_until
 from tests.web.test_metrics import scrape, value
 
 from chinwag.chat.accounts import set_admin
@@ -25,6 +26,7 @@ from chinwag.push.registry import Senders
 from chinwag.store.database import Database
 from chinwag.store.schema import devices
 from chinwag.web import Services
+from chinwag.web.routes import WAITING_DEVICE_TESTS
 
 DAY = 86400.0
 
@@ -198,6 +200,41 @@ def test_unfinished_test_answers_202_then_the_outcome(db: Database, fakes: Runni
         finally:
             worker.stop()
         assert later.status_code == 200 and later.json()["status"] == "delivered"
+    finally:
+        web.stop()
+
+
+def test_waiting_device_tests_leave_the_web_threads_to_the_rest_of_the_api(
+    db: Database, fakes: RunningFakes
+) -> None:
+    """With no worker running, tests wait for it; beyond WAITING_DEVICE_TESTS of them a process
+    answers 202 at once instead of giving a thread to each, and the rest of the API answers."""
+    web = LiveServer(Services(Settings(database_url=db.url, device_test_wait_seconds=30), db))
+    try:
+        alice = Api(web).user("alice")
+        device_id = _device(alice, _apns_token(13))
+        answers: list[httpx.Response] = []
+
+        def test_it() -> None:
+            answers.append(alice.post(f"/v1/devices/{device_id}/test", timeout=60))
+
+        callers = [threading.Thread(target=test_it) for _ in range(WAITING_DEVICE_TESTS + 1)]
+        for caller in callers:
+            caller.start()
+        # Those that got a place wait up to 30 s for a worker; the one that did not answers now.
+        wait_until(lambda: len(answers) >= 1, 20, "the test that found no place to wait")
+        (at_once,) = answers
+        assert at_once.status_code == 202 and at_once.json()["status"] == "pending", at_once.text
+        assert sum(caller.is_alive() for caller in callers) == WAITING_DEVICE_TESTS
+        assert alice.get("/v1/me").status_code == 200
+        worker = BackgroundWorker(db, fakes.providers.settings())
+        try:
+            for caller in callers:
+                caller.join(timeout=30)
+        finally:
+            worker.stop()
+        assert [a.status_code for a in answers[1:]] == [200] * WAITING_DEVICE_TESTS
+        assert all(a.json()["status"] == "delivered" for a in answers[1:])
     finally:
         web.stop()
 

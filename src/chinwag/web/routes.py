@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 import bottle
 import sqlalchemy as sa
@@ -35,6 +36,12 @@ AUTH_ERRORS = (401, 422)
 CHAT_ERRORS = (401, 404, 422)
 SEND_ERRORS = (*CHAT_ERRORS, 429)
 CHAT_ID_TEXT = re.compile(r"[0-9]+")
+# A device test that waits for its outcome holds one of the web process's threads for up to
+# CHINWAG_DEVICE_TEST_WAIT_SECONDS. At most this many wait at once in a process; the others
+# answer 202 at once (the client asks GET …/tests/{id}), so that tests, say while no worker
+# runs, cannot take every thread from the rest of the API.
+WAITING_DEVICE_TESTS = 2
+_waiting_device_tests = threading.BoundedSemaphore(WAITING_DEVICE_TESTS)
 
 
 def user_out(user: User) -> s.UserOut:
@@ -275,16 +282,27 @@ def vapid_public_key(ctx: RequestContext) -> s.VapidPublicKey:
 )
 def test_device(ctx: RequestContext, device_id: int) -> s.DeviceTestOut:
     """Waits up to CHINWAG_DEVICE_TEST_WAIT_SECONDS for the worker to try it: 200 with the
-    outcome, or 202 with the test's id if it has not been tried by then."""
+    outcome, or 202 with the test's id if it has not been tried by then (at once when
+    WAITING_DEVICE_TESTS tests of this process are waiting already)."""
     services = ctx.services
     test_id = device_tests.request_test(services.db, ctx.member, device_id)
     try:
         services.ring_doorbell(0)  # no message: the doorbell only wakes a worker
     except Exception:  # the sweep finds the outbox row within its interval
         log.warning("doorbell failed for device test %s", test_id, exc_info=True)
-    result = device_tests.wait_for_result(
-        services.db, ctx.member, device_id, test_id, services.settings.device_test_wait_seconds
-    )
+    if _waiting_device_tests.acquire(blocking=False):
+        try:
+            result = device_tests.wait_for_result(
+                services.db,
+                ctx.member,
+                device_id,
+                test_id,
+                services.settings.device_test_wait_seconds,
+            )
+        finally:
+            _waiting_device_tests.release()
+    else:  # enough tests wait already: as it stands now, most likely a 202
+        result = device_tests.test_result(services.db, ctx.member, device_id, test_id)
     return _test_out(ctx, result)
 
 
