@@ -78,6 +78,22 @@ def test_reading_queues_a_clear_fanout_that_the_engine_expands(api: Api, db: Dat
     assert _fanouts(db, message_id)[1][2] == OutboxState.DONE
 
 
+def test_a_reader_without_an_active_device_queues_no_clear(api: Api, db: Database) -> None:
+    """A clear could reach nobody: the read moves the marker and queues nothing; once the
+    reader has a device again, the next read queues its clear."""
+    alice, bob, chat_id, bob_id = _pair(api)
+    (device,) = bob.get("/v1/devices").json()["devices"]
+    assert bob.delete(f"/v1/devices/{device['id']}").is_success
+    first = _send(alice, chat_id, "hello")
+    read = bob.post(f"/v1/chats/{chat_id}/read", json={"message_id": first})
+    assert read.status_code == 200 and read.json()["unread"] == 0, read.text
+    assert [kind for kind, _, _ in _fanouts(db, first)] == [DeliveryKind.ALERT]
+    assert bob.post("/v1/devices", json={"platform": "apns", "token": "b1" * 32}).is_success
+    second = _send(alice, chat_id, "again")
+    assert bob.post(f"/v1/chats/{chat_id}/read", json={"message_id": second}).is_success
+    assert _fanouts(db, second)[1] == (DeliveryKind.CLEAR, bob_id, OutboxState.PENDING)
+
+
 def test_reading_again_after_rejoining_asks_nothing_twice(api: Api, db: Database) -> None:
     """A member removed and added back reads the same message again: one clear fan-out, and
     the read still succeeds."""

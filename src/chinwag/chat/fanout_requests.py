@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from chinwag.store.schema import deliveries, outbox
+from chinwag.store.schema import deliveries, devices, outbox
 from chinwag.store.states import DeliveryKind, DeliveryStatus, OutboxState
 
 _INSERT_OUTBOX = outbox.insert()  # built once: a send runs it
@@ -26,8 +26,12 @@ def request_fanout(
     """Queue a fan-out of ``kind`` about a message (``user_id``: the reader, for a clear).
 
     Asking twice for the same one is harmless: a reader who left and rejoined a chat reads its
-    messages again, and their devices already had that clear.
+    messages again, and their devices already had that clear. A clear for a reader without an
+    active device is not queued at all: it could reach nobody, and most reads are by such
+    readers (a web client's), one outbox row and one claim each for the worker otherwise.
     """
+    if kind is DeliveryKind.CLEAR and not _has_active_device(conn, user_id):
+        return
     values = {
         "message_id": message_id,
         "kind": kind.value,
@@ -46,6 +50,13 @@ def request_fanout(
         .values(values)
         .on_conflict_do_nothing(index_elements=["message_id", "kind", "user_id"])
     )
+
+
+def _has_active_device(conn: Connection, user_id: int) -> bool:
+    found = conn.execute(
+        sa.select(devices.c.id).where(devices.c.user_id == user_id, devices.c.active).limit(1)
+    ).first()
+    return found is not None
 
 
 def request_reconsider(conn: Connection, user_id: int, now: float) -> int | None:
