@@ -18,6 +18,7 @@ from tests.support.processes import wait_until
 from tests.web.test_metrics import scrape, value
 
 from chinwag.chat.accounts import set_admin
+from chinwag.chat.devices import stale_since
 from chinwag.config import DEFAULT_APP, PushSettings, Settings
 from chinwag.fakes.faults import FaultPlan
 from chinwag.fakes.suite import RunningFakes
@@ -256,6 +257,18 @@ def test_device_list_shows_last_success_and_failure(
     assert shown["last_success_at"] is not None
     assert shown["last_failure_at"] >= shown["last_success_at"]
     assert shown["last_failure_reason"].startswith("retry: ")
+
+
+def test_stale_device_pruning_reads_only_what_it_deactivates(db: Database) -> None:
+    """The hourly UPDATE seeks the (active, refreshed_at) index instead of reading every device
+    while it holds the write lock (on SQLite, every send's lock)."""
+    if not db.is_sqlite:
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    update = devices.update().where(stale_since(time.time())).values(active=False)
+    compiled = update.compile(db.engine, compile_kwargs={"literal_binds": True})
+    with db.read() as conn:
+        plan = " / ".join(row[3] for row in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}")))
+    assert "ix_devices_active_refreshed_at" in plan and "SCAN" not in plan, plan
 
 
 def test_stale_devices_are_deactivated_and_counted(

@@ -300,6 +300,11 @@ def delete_device(db: Database, user: User, device_id: int) -> None:
 STALE_REASON = "stale: not registered again for {days:g} days"
 
 
+def stale_since(cutoff: float) -> sa.ColumnElement[bool]:
+    """Active devices not registered again since ``cutoff``: ix_devices_active_refreshed_at."""
+    return sa.and_(devices.c.active.is_(True), devices.c.refreshed_at < cutoff)
+
+
 def deactivate_stale(db: Database, now: float, stale_days: float) -> int:
     """Deactivate the active devices whose app has not registered them again for
     ``stale_days`` (CHINWAG_DEVICE_STALE_DAYS; 0: never); return how many. An app refreshes its
@@ -312,7 +317,7 @@ def deactivate_stale(db: Database, now: float, stale_days: float) -> int:
         return int(
             conn.execute(
                 devices.update()
-                .where(devices.c.active.is_(True), devices.c.refreshed_at < cutoff)
+                .where(stale_since(cutoff))
                 .values(
                     active=False,
                     deactivated_reason=STALE_REASON.format(days=stale_days),

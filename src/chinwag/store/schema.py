@@ -90,6 +90,8 @@ devices = sa.Table(
     sa.Column("last_failure_reason", sa.String(500), nullable=True),
     sa.UniqueConstraint("platform", "app", "token_hash", "scope"),
     sa.Index("ix_devices_user_id_active", "user_id", "active"),
+    # The hourly pruning of stale devices reads only those it deactivates (migration 0010).
+    sa.Index("ix_devices_active_refreshed_at", "active", "refreshed_at"),
 )
 
 chats = sa.Table(
