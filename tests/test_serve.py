@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.support.network import free_port
-from tests.support.processes import ChinwagProcess, wait_until
+from tests.support.processes import ChinwagProcess, child_pids, wait_until
 
 from chinwag.fakes.suite import RunningFakes
 from chinwag.supervisor import SERVE_WORKER_NICENESS
@@ -20,25 +20,9 @@ from chinwag.supervisor import SERVE_WORKER_NICENESS
 pytestmark = pytest.mark.slow
 
 
-def _children(pid: int) -> list[int]:
-    """The supervisor's child processes (web and workers), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name may hold spaces or parentheses: the parent pid follows the last ")"
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def _worker_pids(pid: int) -> list[int]:
     workers = []
-    for child in _children(pid):
+    for child in child_pids(pid):
         try:
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -129,7 +113,7 @@ def test_serve_migrates_serves_fans_out_restarts_a_dead_worker_and_stops(
         # One worker process per core, each nicer than the web process by SERVE_WORKER_NICENESS.
         started = _worker_pids(serve.pid)
         assert len(started) == len(os.sched_getaffinity(0)), started
-        (web,) = set(_children(serve.pid)) - set(started)
+        (web,) = set(child_pids(serve.pid)) - set(started)
         assert {_niceness(p) - _niceness(web) for p in started} == {SERVE_WORKER_NICENESS}
 
         # A worker dies as if the machine's OOM killer took it: serve starts a new one.
@@ -186,7 +170,7 @@ def test_children_stop_when_serve_is_sigkilled(tmp_path: Path, fakes: RunningFak
     try:
         wait_until(lambda: _up(f"http://127.0.0.1:{port}"), 30, "chinwag serve to answer")
         wait_until(lambda: len(_worker_pids(serve.pid)) == 2, 30, "two workers")
-        children = _children(serve.pid)
+        children = child_pids(serve.pid)
         assert len(children) == 3, children
         serve.send_signal(signal.SIGKILL)
         serve.wait(timeout=10)

@@ -54,7 +54,9 @@ def request_fanout(
 
 def _has_active_device(conn: Connection, user_id: int) -> bool:
     found = conn.execute(
-        sa.select(devices.c.id).where(devices.c.user_id == user_id, devices.c.active).limit(1)
+        sa.select(devices.c.id)
+        .where(devices.c.user_id == user_id, devices.c.active.is_(True))
+        .limit(1)
     ).first()
     return found is not None
 
